@@ -1,0 +1,5 @@
+"""mambaeye: Mamba for vision (Vim, VMamba, U-Mamba, Swin-UMamba) on one selective-scan core."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

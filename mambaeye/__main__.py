@@ -1,0 +1,3 @@
+from mambaeye.cli import main
+
+raise SystemExit(main())
