@@ -1,0 +1,378 @@
+"""Fused Triton kernels for the selective scan (forward and backward).
+
+Reference: :mod:`.naive` (the recurrence) and mamba-ssm's ``selective_scan_fn``.
+
+Layout of the work. One program owns ``BLOCK_D`` channels of one batch element (all in one group of B and C,
+so it reads one (N, L) row of each) and walks the sequence in tiles of ``BLOCK_L`` steps. A tile is a
+(BLOCK_D, BLOCK_N, BLOCK_L) block of the recurrence ``h_t = a_t h_{t-1} + x_t`` with ``a_t = exp(dt_t A)`` and
+``x_t = dt_t B_t u_t``; ``tl.associative_scan`` solves it along L with the combine
+``(a1, x1) . (a2, x2) = (a1 a2, a2 x1 + x2)``, after the state entering the tile has been folded into its first
+step. The state lives in registers from tile to tile: the forward writes only ``out``, the last state and,
+when a backward will follow, the state entering each tile (B, D, n_tiles, N) in fp32 - N floats per channel
+per ``BLOCK_L`` steps.
+
+The backward walks the tiles in reverse. It recomputes the tile's forward from the saved entering state,
+then solves the adjoint recurrence ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` with the same combine run in reverse
+(``a_{t+1}`` is recomputed from delta loaded one step ahead, since a register tile cannot be shifted), and
+forms every gradient in registers. ``a_t h_{t-1}`` is read as ``h_t - x_t``, which avoids a second shift.
+dB/dC of per-step B/C are summed over the program's channels and added with fp32 atomics into a
+(B, G, N, L) buffer - no (B, D, N, L) buffer exists anywhere. Gradients of per-channel parameters (A, D,
+delta_bias, fixed B/C) are written per (batch, channel) and summed over the batch by PyTorch.
+
+Numerics: everything is computed in fp32 (fp64 for fp64 inputs); ``tl.exp`` of ``dt * A`` is always of a
+non-positive number for A < 0, so nothing overflows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = ["num_state_chunks", "selective_scan_fwd", "selective_scan_bwd"]
+
+
+def _block_n(dstate: int) -> int:
+    return triton.next_power_of_2(dstate)
+
+
+# BLOCK_L * BLOCK_N of one tile at most; tests lower it to force many tiles at small L.
+MAX_TILE_LN = 2048
+
+
+def _block_l(length: int, dstate: int) -> int:
+    """Steps per tile: the scan's span. Also the spacing of the saved states, so it depends on (L, N) only."""
+    cap = max(16, MAX_TILE_LN // _block_n(dstate))  # N=16 -> 128, N=1 -> 2048
+    return max(16, min(triton.next_power_of_2(length), cap))
+
+
+def num_state_chunks(batch: int, dim: int, length: int, dstate: int) -> int:
+    return triton.cdiv(length, _block_l(length, dstate))
+
+
+def _block_d(dim: int, groups: int, wanted: int) -> int:
+    """Largest power of two <= wanted that divides the channels of a group (a tile never straddles groups)."""
+    per_group = dim // groups
+    block = 1
+    while block * 2 <= wanted and per_group % (block * 2) == 0:
+        block *= 2
+    return block
+
+
+def _groups(t: Tensor) -> int:
+    return 1 if t.dim() == 2 else t.shape[1]
+
+
+@triton.jit
+def _combine(a1, x1, a2, x2):
+    # (a1, x1) then (a2, x2): h -> a2 (a1 h + x1) + x2
+    return a1 * a2, a2 * x1 + x2
+
+
+@triton.jit
+def _softplus(x):
+    # log(1 + e^x), written so that e^x never overflows
+    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+
+
+@triton.jit
+def _load_bc(ptr, stride_b, stride_g, b, g, offs_d, offs_n, offs_l, dstate, length,
+             FIXED: tl.constexpr, DT: tl.constexpr):
+    """B or C as a tile that broadcasts against (BLOCK_D, BLOCK_N, BLOCK_L).
+
+    fixed (D, N) -> (BLOCK_D, BLOCK_N, 1); per step (B, G, N, L) -> (1, BLOCK_N, BLOCK_L).
+    """
+    if FIXED:
+        ptrs = ptr + offs_d[:, None] * dstate + offs_n[None, :]
+        return tl.load(ptrs, mask=offs_n[None, :] < dstate, other=0.0).to(DT)[:, :, None]
+    ptrs = ptr + b * stride_b + g * stride_g + offs_n[:, None] * length + offs_l[None, :]
+    mask = (offs_n[:, None] < dstate) & (offs_l[None, :] < length)
+    return tl.load(ptrs, mask=mask, other=0.0).to(DT)[None, :, :]
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+    out_ptr, last_ptr, states_ptr,
+    dim, length, dstate, n_tiles,
+    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    d0 = pid_d * BLOCK_D
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = tl.arange(0, BLOCK_L)
+    gB = d0 // dim_per_group_B
+    gC = d0 // dim_per_group_C
+    n_mask = offs_n[None, :] < dstate
+
+    A = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=n_mask, other=0.0).to(DT)  # (BD, BN)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d).to(DT)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(DT)
+
+    row = (b * dim + offs_d) * length  # (BD,) start of each channel's sequence
+    h = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
+    for tile in range(n_tiles):
+        offs_l = tile * BLOCK_L + offs_t
+        l_mask = offs_l[None, :] < length
+        ptrs = row[:, None] + offs_l[None, :]  # (BD, BL)
+        u = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+        dt = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+        if HAS_BIAS:
+            dt += bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        dt = tl.where(l_mask, dt, 0.0)  # padding steps: decay 1, input 0, so the state passes through
+
+        if SAVE_STATES:
+            st_ptrs = states_ptr + ((b * dim + offs_d[:, None]) * n_tiles + tile) * dstate + offs_n[None, :]
+            tl.store(st_ptrs, h, mask=n_mask)
+
+        Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
+        Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
+        decay = tl.exp(dt[:, None, :] * A[:, :, None])  # (BD, BN, BL)
+        x = (dt * u)[:, None, :] * Bt
+        x = tl.where(offs_t[None, None, :] == 0, x + decay * h[:, :, None], x)  # enter with the carried state
+        _, hs = tl.associative_scan((decay, x), 2, _combine)
+        y = tl.sum(hs * Ct, 1)  # (BD, BL)
+        h = tl.sum(tl.where(offs_t[None, None, :] == BLOCK_L - 1, hs, 0.0), 2)
+
+        if HAS_D:
+            y += Dv[:, None] * u
+        if HAS_Z:
+            zt = tl.load(z_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+            y *= zt * tl.sigmoid(zt)
+        tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=l_mask)
+
+    tl.store(last_ptr + (b * dim + offs_d[:, None]) * dstate + offs_n[None, :], h, mask=n_mask)
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    dout_ptr, dlast_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    dim, length, dstate, n_tiles,
+    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    d0 = pid_d * BLOCK_D
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = tl.arange(0, BLOCK_L)
+    gB = d0 // dim_per_group_B
+    gC = d0 // dim_per_group_C
+    n_mask = offs_n[None, :] < dstate
+    dn_ptrs = (b * dim + offs_d[:, None]) * dstate + offs_n[None, :]  # (BD, BN) into a (B, D, N) buffer
+
+    A = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=n_mask, other=0.0).to(DT)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d).to(DT)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(DT)
+
+    # carry = a_{t+1} g_{t+1} seen from the last step of the tile being processed; at the end: dL/dh_{L-1}
+    if HAS_DLAST:
+        carry = tl.load(dlast_ptr + dn_ptrs, mask=n_mask, other=0.0).to(DT)
+    else:
+        carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
+    dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
+    dB_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
+    dC_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
+    dD_acc = tl.zeros((BLOCK_D,), dtype=DT)
+    dbias_acc = tl.zeros((BLOCK_D,), dtype=DT)
+
+    row = (b * dim + offs_d) * length
+    for i in range(n_tiles):
+        tile = n_tiles - 1 - i
+        offs_l = tile * BLOCK_L + offs_t
+        l_mask = offs_l[None, :] < length
+        next_mask = offs_l[None, :] + 1 < length
+        ptrs = row[:, None] + offs_l[None, :]
+        u = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+        dt_raw = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+        dt_next = tl.load(delta_ptr + ptrs + 1, mask=next_mask, other=0.0).to(DT)
+        if HAS_BIAS:
+            dt_raw += bias[:, None]
+            dt_next += bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt_raw)
+            dt_next = _softplus(dt_next)
+        else:
+            dt = dt_raw
+        dt = tl.where(l_mask, dt, 0.0)
+        dout = tl.load(dout_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+
+        Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
+        Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
+        h0 = tl.load(states_ptr + ((b * dim + offs_d[:, None]) * n_tiles + tile) * dstate + offs_n[None, :],
+                     mask=n_mask, other=0.0).to(DT)
+
+        # recompute the forward of this tile
+        decay = tl.exp(dt[:, None, :] * A[:, :, None])  # a_t, (BD, BN, BL)
+        dtu = dt * u
+        x = dtu[:, None, :] * Bt
+        x_in = tl.where(offs_t[None, None, :] == 0, x + decay * h0[:, :, None], x)
+        _, h = tl.associative_scan((decay, x_in), 2, _combine)
+
+        if HAS_Z:
+            zt = tl.load(z_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+            sig = tl.sigmoid(zt)
+            y = tl.sum(h * Ct, 1)
+            if HAS_D:
+                y += Dv[:, None] * u
+            dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
+            tl.store(dz_ptr + ptrs, dz.to(dz_ptr.dtype.element_ty), mask=l_mask)
+            dy = dout * zt * sig
+        else:
+            dy = dout
+
+        # adjoint: g_t = C_t dy_t + a_{t+1} g_{t+1}
+        decay_next = tl.where(next_mask[:, None, :], tl.exp(dt_next[:, None, :] * A[:, :, None]), 1.0)
+        c = Ct * dy[:, None, :]
+        c = tl.where(offs_t[None, None, :] == BLOCK_L - 1, c + carry[:, :, None], c)
+        _, g = tl.associative_scan((decay_next, c), 2, _combine, reverse=True)
+        carry = tl.sum(tl.where(offs_t[None, None, :] == 0, decay * g, 0.0), 2)
+
+        gB_sum = tl.sum(g * Bt, 1)  # (BD, BL): sum_n g B
+        ah = h - x  # a_t h_{t-1}
+        g_ah = g * ah
+        ddt = u * gB_sum + tl.sum(g_ah * A[:, :, None], 1)
+        du = dt * gB_sum
+        if HAS_D:
+            du += Dv[:, None] * dy
+            dD_acc += tl.sum(dy * u, 1)
+        dA_acc += tl.sum(g_ah * dt[:, None, :], 2)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(dt_raw)
+        ddt = tl.where(l_mask, ddt, 0.0)
+        if HAS_BIAS:
+            dbias_acc += tl.sum(ddt, 1)
+        tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=l_mask)
+        tl.store(ddelta_ptr + ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=l_mask)
+
+        # dB_t = sum_d g_t dt_t u_t ; dC_t = sum_d h_t dy_t
+        gx = g * dtu[:, None, :]
+        hdy = h * dy[:, None, :]
+        if B_FIXED:
+            dB_acc += tl.sum(gx, 2)
+        else:
+            bc_ptrs = b * stride_B_b + gB * stride_B_g + offs_n[:, None] * length + offs_l[None, :]
+            tl.atomic_add(dB_ptr + bc_ptrs, tl.sum(gx, 0), mask=(offs_n[:, None] < dstate) & l_mask, sem="relaxed")
+        if C_FIXED:
+            dC_acc += tl.sum(hdy, 2)
+        else:
+            bc_ptrs = b * stride_C_b + gC * stride_C_g + offs_n[:, None] * length + offs_l[None, :]
+            tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 0), mask=(offs_n[:, None] < dstate) & l_mask,
+                          sem="relaxed")
+
+    tl.store(dA_ptr + dn_ptrs, dA_acc, mask=n_mask)
+    if B_FIXED:
+        tl.store(dB_ptr + dn_ptrs, dB_acc, mask=n_mask)
+    if C_FIXED:
+        tl.store(dC_ptr + dn_ptrs, dC_acc, mask=n_mask)
+    if HAS_D:
+        tl.store(dD_ptr + b * dim + offs_d, dD_acc)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + b * dim + offs_d, dbias_acc)
+
+
+def _compute_dtype(u: Tensor):
+    return (torch.float64, tl.float64) if u.dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int]:
+    """(channels per group, batch stride, group stride) of a fixed (D, N) or grouped (B, G, N, L) B/C."""
+    if t.dim() == 2:
+        return dim, 0, 0
+    return dim // t.shape[1], t.stride(0), t.stride(1)
+
+
+def _launch_config(dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
+    block_n = _block_n(dstate)
+    block_l = _block_l(length, dstate)
+    groups = math.lcm(_groups(B), _groups(C))
+    wanted = max(1, (2048 if backward else 4096) // (block_n * block_l))
+    block_d = _block_d(dim, groups, wanted)
+    num_warps = 4 if block_d * block_n * block_l <= 4096 else 8
+    return block_d, block_n, block_l, num_warps
+
+
+def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states):
+    batch, dim, length = u.shape
+    dstate = A.shape[1]
+    state_dtype, DT = _compute_dtype(u)
+    block_d, block_n, block_l, num_warps = _launch_config(dim, B, C, dstate, length, backward=False)
+    n_tiles = triton.cdiv(length, block_l)
+    out = torch.empty_like(u)
+    last = torch.empty(batch, dim, dstate, device=u.device, dtype=state_dtype)
+    states = (torch.empty(batch, dim, n_tiles, dstate, device=u.device, dtype=state_dtype) if save_states
+              else u.new_empty(0, dtype=state_dtype))
+    dpg_B, sBb, sBg = _bc_args(B, dim)
+    dpg_C, sCb, sCg = _bc_args(C, dim)
+    grid = (dim // block_d, batch)
+    _scan_fwd_kernel[grid](
+        u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
+        delta_bias if delta_bias is not None else u,
+        out, last, states,
+        dim, length, dstate, n_tiles, dpg_B, dpg_C, sBb, sBg, sCb, sCg,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+        B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=num_warps,
+    )
+    return out, last, states
+
+
+def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states):
+    batch, dim, length = u.shape
+    dstate = A.shape[1]
+    state_dtype, DT = _compute_dtype(u)
+    block_d, block_n, block_l, num_warps = _launch_config(dim, B, C, dstate, length, backward=True)
+    n_tiles = triton.cdiv(length, block_l)
+    if chunk_states.shape != (batch, dim, n_tiles, dstate):
+        raise RuntimeError(f"saved chunk states have shape {tuple(chunk_states.shape)}, "
+                           f"expected {(batch, dim, n_tiles, dstate)}")
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    per_channel = (batch, dim, dstate)
+    dA = torch.empty(per_channel, device=u.device, dtype=state_dtype)
+    dB = (torch.empty(per_channel, device=u.device, dtype=state_dtype) if B.dim() == 2
+          else torch.zeros(B.shape, device=u.device, dtype=state_dtype))
+    dC = (torch.empty(per_channel, device=u.device, dtype=state_dtype) if C.dim() == 2
+          else torch.zeros(C.shape, device=u.device, dtype=state_dtype))
+    dD = torch.empty(batch, dim, device=u.device, dtype=state_dtype) if D is not None else None
+    dbias = torch.empty(batch, dim, device=u.device, dtype=state_dtype) if delta_bias is not None else None
+    dpg_B, sBb, sBg = _bc_args(B, dim)
+    dpg_C, sCb, sCg = _bc_args(C, dim)
+    placeholder = du
+    grid = (dim // block_d, batch)
+    _scan_bwd_kernel[grid](
+        dout, dlast_state.contiguous() if dlast_state is not None else placeholder, u, delta, A, B, C,
+        D if D is not None else placeholder, z if z is not None else placeholder,
+        delta_bias if delta_bias is not None else placeholder, chunk_states,
+        du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
+        dD if dD is not None else placeholder, dbias if dbias is not None else placeholder,
+        dim, length, dstate, n_tiles, dpg_B, dpg_C, sBb, sBg, sCb, sCg,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+        B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, HAS_DLAST=dlast_state is not None, DT=DT,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=num_warps,
+    )
+    dA = dA.sum(0).to(A.dtype)
+    dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
+    dC = dC.sum(0).to(C.dtype) if C.dim() == 2 else dC.to(C.dtype)
+    dD = dD.sum(0).to(D.dtype) if D is not None else None
+    dbias = dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
