@@ -1,0 +1,200 @@
+"""Time the selective-scan backends at named shapes: forward and forward+backward.
+
+    python benchmarks/scan.py                       # every GPU shape, triton (+ torch) backends, bf16
+    python benchmarks/scan.py --shapes vim_ti_224 --backends triton torch
+    python benchmarks/scan.py --device cpu          # the CPU shape, naive vs torch
+
+Prints ms, achieved GB/s (the fewest bytes the op must move: each input read once, each output written
+once) and the fraction of the card's measured copy bandwidth, beside the official mamba-ssm CUDA kernel's
+times measured on an H100 80GB HBM3 (from the issue that set the targets). Writes
+benchmarks/results/<card>/scan.{md,json} with the date, command and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mambaeye.ops import available_backends, selective_scan
+
+# name: batch, dim, length, dstate, groups of B/C, z given, official (fwd ms, fwd+bwd ms) on H100 80GB HBM3
+SHAPES = {
+    "vim_ti_224": dict(batch=128, dim=384, length=197, dstate=16, groups=1, z=True, official=(0.404, 1.641)),
+    "vim_ti_1248": dict(batch=8, dim=384, length=6085, dstate=16, groups=1, z=True, official=(0.591, 2.999)),
+    "vmamba_t_stage1": dict(batch=128, dim=384, length=3136, dstate=1, groups=4, z=False, official=(1.100, 3.988)),
+    "vmamba_v0_stage1": dict(batch=32, dim=768, length=3136, dstate=16, groups=4, z=False, official=(2.709, 12.48)),
+    "long_1d": dict(batch=8, dim=1536, length=4096, dstate=16, groups=1, z=True, official=(0.901, 4.569)),
+    "cpu_1d": dict(batch=2, dim=64, length=3136, dstate=16, groups=1, z=True, official=None),
+}
+GPU_SHAPES = [n for n in SHAPES if n != "cpu_1d"]
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def make_inputs(shape: dict, dtype: torch.dtype, device: str, requires_grad: bool) -> dict:
+    """u, delta, z, B, C ~ randn in dtype, delta * 0.5, A = -(rand + 0.5), delta_bias ~ randn, D ~ randn."""
+    b, d, l, n, g = shape["batch"], shape["dim"], shape["length"], shape["dstate"], shape["groups"]
+    t = dict(
+        u=torch.randn(b, d, l, device=device, dtype=dtype),
+        delta=0.5 * torch.randn(b, d, l, device=device, dtype=dtype),
+        A=-(torch.rand(d, n, device=device) + 0.5),
+        B=torch.randn(b, g, n, l, device=device, dtype=dtype),
+        C=torch.randn(b, g, n, l, device=device, dtype=dtype),
+        D=torch.randn(d, device=device),
+        z=torch.randn(b, d, l, device=device, dtype=dtype) if shape["z"] else None,
+        delta_bias=torch.randn(d, device=device),
+    )
+    for v in t.values():
+        if v is not None:
+            v.requires_grad_(requires_grad)
+    return t
+
+
+def min_bytes(shape: dict, dtype: torch.dtype, backward: bool) -> int:
+    es = torch.finfo(dtype).bits // 8
+    b, d, l, n, g = shape["batch"], shape["dim"], shape["length"], shape["dstate"], shape["groups"]
+    act = b * d * l * es
+    bc = b * g * n * l * es
+    fwd = act * (3 + shape["z"]) + 2 * bc  # read u, delta (z), B, C; write out
+    if not backward:
+        return fwd
+    # backward: read u, delta, (z), dout, B, C; write du, ddelta, (dz), dB, dC
+    return fwd + act * (5 + 2 * shape["z"]) + 4 * bc
+
+
+def timer(device: str):
+    if device == "cuda":
+        import triton.testing
+
+        return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
+
+    def cpu_time(fn, repeats: int = 5):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+
+    return cpu_time
+
+
+def copy_bandwidth(device: str, bench) -> float:
+    """GB/s of a large device-to-device copy, counting bytes read plus bytes written."""
+    x = torch.empty(1 << 28, dtype=torch.uint8, device=device).random_(0, 255)
+    y = torch.empty_like(x)
+    ms = bench(lambda: y.copy_(x))
+    return 2 * x.numel() / ms / 1e6
+
+
+def run_case(name: str, backend: str, dtype: torch.dtype, device: str, bench) -> dict:
+    shape = SHAPES[name]
+    t = make_inputs(shape, dtype, device, requires_grad=False)
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"])
+
+    def fwd():
+        with torch.no_grad():
+            return selective_scan(*args, delta_softplus=True, backend=backend)
+
+    fwd_ms = bench(fwd)
+    tg = make_inputs(shape, dtype, device, requires_grad=True)
+    inputs = [v for v in tg.values() if v is not None]
+    dout = torch.randn_like(tg["u"])
+
+    def fwd_bwd():
+        out = selective_scan(tg["u"], tg["delta"], tg["A"], tg["B"], tg["C"], tg["D"], tg["z"], tg["delta_bias"],
+                             delta_softplus=True, backend=backend)
+        return torch.autograd.grad(out, inputs, dout)
+
+    fwd_bwd_ms = bench(fwd_bwd)
+    return dict(shape=name, backend=backend, dtype=str(dtype).removeprefix("torch."), fwd_ms=fwd_ms,
+                fwd_bwd_ms=fwd_bwd_ms, fwd_bytes=min_bytes(shape, dtype, False),
+                fwd_bwd_bytes=min_bytes(shape, dtype, True))
+
+
+def shape_text(s: dict) -> str:
+    return f"B{s['batch']} D{s['dim']} L{s['length']} N{s['dstate']} G{s['groups']}{' z' if s['z'] else ''}"
+
+
+def to_markdown(rows: list[dict], copy_gbs: float | None, header: str) -> str:
+    lines = [header, "", "| shape | backend | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s | "
+             "fwd+bwd % copy | official fwd / fwd+bwd ms | speed-up vs official fwd / fwd+bwd |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = SHAPES[r["shape"]]
+        gbs_f = r["fwd_bytes"] / r["fwd_ms"] / 1e6
+        gbs_b = r["fwd_bwd_bytes"] / r["fwd_bwd_ms"] / 1e6
+        pct = (lambda g: f"{100 * g / copy_gbs:.0f}%") if copy_gbs else (lambda g: "-")
+        off = s["official"]
+        off_txt = f"{off[0]:.3f} / {off[1]:.3f}" if off else "-"
+        speed = f"{off[0] / r['fwd_ms']:.2f}x / {off[1] / r['fwd_bwd_ms']:.2f}x" if off else "-"
+        lines.append(f"| {r['shape']} ({shape_text(s)}) | {r['backend']} | {r['fwd_ms']:.3f} | {gbs_f:.0f} | "
+                     f"{pct(gbs_f)} | {r['fwd_bwd_ms']:.3f} | {gbs_b:.0f} | {pct(gbs_b)} | {off_txt} | {speed} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--shapes", nargs="+", default=None, choices=list(SHAPES))
+    p.add_argument("--backends", nargs="+", default=None)
+    p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = p.parse_args(argv)
+
+    device = args.device
+    if device == "cuda":
+        card = torch.cuda.get_device_name()
+        shapes = args.shapes or GPU_SHAPES
+        backends = args.backends or ["triton"]
+    else:
+        card = f"cpu-{platform.processor() or platform.machine()}-{torch.get_num_threads()}threads"
+        shapes = args.shapes or ["cpu_1d"]
+        backends = args.backends or ["naive", "torch"]
+    for b in backends:
+        if b not in available_backends(device):
+            p.error(f"backend {b!r} is not available on {device}: {available_backends(device)}")
+    dtype = DTYPES[args.dtype] if device == "cuda" else torch.float32
+    bench = timer(device)
+    copy_gbs = copy_bandwidth(device, bench) if device == "cuda" else None
+
+    rows = []
+    for name in shapes:
+        for backend in backends:
+            r = run_case(name, backend, dtype, device, bench)
+            rows.append(r)
+            print(f"{name:18s} {backend:7s} fwd {r['fwd_ms']:8.3f} ms  fwd+bwd {r['fwd_bwd_ms']:8.3f} ms", flush=True)
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    versions = dict(torch=torch.__version__, triton=triton_version, python=platform.python_version())
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"# Selective scan on {card}\n\n{when}; `{command}`; torch {versions['torch']}, "
+              f"triton {versions['triton']}; dtype {str(dtype).removeprefix('torch.')}; softplus on, D and "
+              f"delta_bias given" + (f"; measured copy bandwidth {copy_gbs:.0f} GB/s" if copy_gbs else ""))
+    md = to_markdown(rows, copy_gbs, header)
+    print(md)
+    out_dir = Path(args.out) / re.sub(r"[^A-Za-z0-9._-]+", "_", card).strip("_")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scan.md").write_text(md)
+    (out_dir / "scan.json").write_text(json.dumps(dict(card=card, date=when, command=command, versions=versions,
+                                                       copy_gbs=copy_gbs, rows=rows), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

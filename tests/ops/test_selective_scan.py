@@ -1,0 +1,227 @@
+"""The selective scan: every backend against the naive recurrence, argument errors, torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mambaeye.ops import available_backends, selective_scan, selective_scan_naive
+from mambaeye.ops.selective_scan import triton_scan
+
+from .scan_cases import assert_matches, case_id, make_inputs, scan_with_grads, to
+
+HAS_TRITON = "triton" in available_backends("cpu")
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+
+
+def _ref(inputs, softplus):
+    return scan_with_grads(to(inputs, torch.float64), "naive", softplus)
+
+
+# --- the naive reference itself ---------------------------------------------------------------------------
+
+
+def test_naive_matches_hand_computed_two_steps():
+    # B1 D1 L2 N1, no options: h0 = dt0 B0 u0, h1 = e^{dt1 A} h0 + dt1 B1 u1, y = C h
+    u = torch.tensor([[[1.0, 2.0]]], dtype=torch.float64)
+    dt = torch.tensor([[[0.5, 0.25]]], dtype=torch.float64)
+    A = torch.tensor([[-2.0]], dtype=torch.float64)
+    B = torch.tensor([[[3.0, -1.0]]], dtype=torch.float64)
+    C = torch.tensor([[[0.5, 2.0]]], dtype=torch.float64)
+    out, last = selective_scan_naive(u, dt, A, B, C, return_last_state=True)
+    h0 = 0.5 * 3.0 * 1.0
+    h1 = torch.exp(torch.tensor(0.25 * -2.0)).item() * h0 + 0.25 * -1.0 * 2.0
+    torch.testing.assert_close(out, torch.tensor([[[0.5 * h0, 2.0 * h1]]], dtype=torch.float64))
+    torch.testing.assert_close(last, torch.tensor([[[h1]]], dtype=torch.float64))
+
+
+def test_naive_groups_map_channels_to_their_group():
+    # grouped B/C (B, G, N, L): channels [2g, 2g + 2) read group g, as a one-group scan over those channels does
+    inputs = make_inputs(2, 6, 9, 3, bc="grouped", groups=3)
+    out = selective_scan_naive(**inputs, delta_softplus=True)
+    for g in range(3):
+        ch = slice(2 * g, 2 * g + 2)
+        part = {k: (v[:, ch] if k in ("u", "delta", "z") else v[ch] if k in ("A", "D", "delta_bias") else v[:, g])
+                for k, v in inputs.items()}
+        torch.testing.assert_close(out[:, ch], selective_scan_naive(**part, delta_softplus=True))
+
+
+# --- torch and triton backends against naive ----------------------------------------------------------------
+
+LENGTHS = [1, 7, 63, 197]
+STATES = [1, 4, 16]
+BC_MODES = [("fixed", 1), ("step", 1), ("grouped", 2)]
+FULL_GRID = [(length, n, bc, g) for length in LENGTHS for n in STATES for bc, g in BC_MODES]
+OPTION_SETS = [  # z, D, bias, softplus
+    (False, False, False, False),
+    (True, False, False, True),
+    (False, True, True, False),
+]
+
+
+@pytest.mark.parametrize("length,dstate,bc,groups", FULL_GRID,
+                         ids=[case_id(L=l, N=n, BC=bc, G=g) for l, n, bc, g in FULL_GRID])
+def test_torch_backend_fp64(length, dstate, bc, groups):
+    inputs = make_inputs(2, 4, length, dstate, bc=bc, groups=groups)
+    assert_matches(scan_with_grads(inputs, "torch", True), _ref(inputs, True), tol=1e-10)
+
+
+@pytest.mark.parametrize("opts", OPTION_SETS, ids=[case_id(z=z, D=d, bias=b, sp=s) for z, d, b, s in OPTION_SETS])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+def test_optional_inputs(backend, opts):
+    z, D, bias, softplus = opts
+    inputs = make_inputs(2, 4, 23, 4, bc="grouped", groups=2, z=z, D=D, bias=bias)
+    assert_matches(scan_with_grads(inputs, backend, softplus), _ref(inputs, softplus), tol=1e-10)
+
+
+TRITON_GRID = [(length, n, *BC_MODES[i % 3]) for i, (length, n) in
+               enumerate([(l, n) for l in LENGTHS for n in STATES])]
+
+
+@needs_triton
+@pytest.mark.parametrize("length,dstate,bc,groups", TRITON_GRID,
+                         ids=[case_id(L=l, N=n, BC=bc, G=g) for l, n, bc, g in TRITON_GRID])
+def test_triton_backend_fp64(length, dstate, bc, groups):
+    inputs = make_inputs(2, 4, length, dstate, bc=bc, groups=groups)
+    assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
+
+
+@needs_triton
+@pytest.mark.parametrize("bc,groups", [("step", 1), ("grouped", 4), ("fixed", 1)])
+def test_triton_many_tiles(monkeypatch, bc, groups):
+    """A sequence crossing several tile (state-chunk) boundaries, non-power-of-two N, odd tail."""
+    monkeypatch.setattr(triton_scan, "MAX_TILE_LN", 64)  # N=3 -> BLOCK_N 4 -> 16 steps a tile
+    assert triton_scan.num_state_chunks(2, 8, 101, 3) == 7
+    inputs = make_inputs(2, 8, 101, 3, bc=bc, groups=groups)
+    assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+def test_fp32_inputs(backend):
+    inputs = make_inputs(2, 8, 50, 16, bc="step", dtype=torch.float32)
+    assert_matches(scan_with_grads(inputs, backend, True), _ref(inputs, True), tol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+def test_half_inputs(backend, dtype):
+    inputs = make_inputs(2, 8, 40, 4, bc="grouped", groups=2, dtype=dtype)
+    got = scan_with_grads(inputs, backend, True)
+    ref = scan_with_grads(to(inputs, torch.float64), "naive", True)
+    out, last, grads = got
+    assert out.dtype == dtype and last.dtype == torch.float32
+    assert grads["u"].dtype == dtype and grads["B"].dtype == dtype and grads["A"].dtype == torch.float32
+    # the reference sees the same (rounded) inputs; only the backend's own rounding differs
+    assert_matches((out.double(), last, {k: (v.double() if v is not None else None) for k, v in grads.items()}),
+                   (ref[0].double(), ref[1], ref[2]), tol=1e-2)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+def test_gradcheck(backend):
+    inputs = make_inputs(1, 2, 5, 2, bc="step")
+    names = list(inputs)
+
+    def fn(*tensors):
+        out, last = selective_scan(*tensors, delta_softplus=True, return_last_state=True, backend=backend)
+        return out, last
+
+    leaves = [inputs[k].detach().clone().requires_grad_(True) for k in names]
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+def test_no_grad_forward_equals_grad_forward(backend):
+    inputs = make_inputs(2, 4, 30, 4)
+    with torch.no_grad():
+        plain = selective_scan(**inputs, delta_softplus=True, backend=backend)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+    tracked = selective_scan(**leaves, delta_softplus=True, backend=backend)
+    torch.testing.assert_close(plain, tracked.detach(), rtol=0, atol=0)
+
+
+def test_auto_backend_on_cpu_is_torch():
+    inputs = make_inputs(1, 2, 5, 2)
+    ref = selective_scan(**inputs, backend="torch")
+    torch.testing.assert_close(selective_scan(**inputs), ref, rtol=0, atol=0)
+
+
+# --- argument errors name the argument -----------------------------------------------------------------------
+
+
+def _valid():
+    return make_inputs(2, 4, 6, 3, bc="grouped", groups=2, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(u=torch.randn(2, 4)), "u must have shape"),
+    (dict(delta=torch.randn(2, 4, 5)), "delta must have u's shape"),
+    (dict(delta=torch.randn(2, 4, 6, dtype=torch.float64)), "delta must have u's dtype"),
+    (dict(A=torch.randn(5, 3)), r"A must have shape \(dim=4"),
+    (dict(A=torch.randn(4, 3, dtype=torch.complex64)), "A is complex"),
+    (dict(B=torch.randn(2, 3, 3, 6)), "B has 3 groups, which must divide dim=4"),
+    (dict(C=torch.randn(2, 2, 3, 7)), "C must have shape"),
+    (dict(B=torch.randn(4, 3, dtype=torch.float16)), "fixed B"),
+    (dict(B=torch.randn(2, 3, 6, dtype=torch.float16)), "per-step B must have u's dtype"),
+    (dict(D=torch.randn(5)), r"D must have shape \(dim=4"),
+    (dict(delta_bias=torch.randn(4, dtype=torch.float16)), "delta_bias must be float32"),
+    (dict(z=torch.randn(2, 4, 7)), "z must have u's shape"),
+    (dict(u=torch.randint(0, 3, (2, 4, 6))), "u must be float"),
+    (dict(D=torch.randn(4, device="meta")), "D is on meta but u is on cpu"),
+])
+def test_bad_arguments_raise_named_errors(change, match):
+    inputs = {**_valid(), **change}
+    with pytest.raises((ValueError, TypeError), match=match):
+        selective_scan(**inputs, backend="torch")
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        selective_scan(**_valid(), backend="cuda")
+
+
+def test_triton_backend_refuses_cpu_tensors_without_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="runs on CUDA tensors"):
+        selective_scan(**_valid(), backend="triton")
+
+
+# --- torch.compile ------------------------------------------------------------------------------------------
+
+
+class _TinyScanModel(torch.nn.Module):
+    def __init__(self, dim=4, dstate=3):
+        super().__init__()
+        self.A_log = torch.nn.Parameter(torch.randn(dim, dstate))
+        self.D = torch.nn.Parameter(torch.ones(dim))
+        self.proj = torch.nn.Linear(dim, 2 * dstate)
+
+    def forward(self, u):  # u: (B, D, L)
+        bc = self.proj(u.transpose(1, 2)).transpose(1, 2)  # (B, 2N, L)
+        B, C = bc.chunk(2, dim=1)
+        return selective_scan(u, u.sigmoid(), -torch.exp(self.A_log), B.contiguous(), C.contiguous(), self.D,
+                              delta_softplus=True, backend="torch")
+
+
+def test_torch_compile_fullgraph():
+    model = _TinyScanModel()
+    u = torch.randn(2, 4, 9)
+    ref = model(u)
+    ref.sum().backward()
+    grads_ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(u)
+    out.sum().backward()
+    torch.testing.assert_close(out, ref)
+    for p, g in zip(model.parameters(), grads_ref):
+        torch.testing.assert_close(p.grad, g)
+
+
+def test_custom_op_passes_opcheck():
+    inputs = make_inputs(1, 2, 5, 2, bc="step", dtype=torch.float32)
+    B = inputs["B"].unsqueeze(1)
+    C = inputs["C"].unsqueeze(1)
+    args = (inputs["u"], inputs["delta"], inputs["A"], B, C, inputs["D"], inputs["z"], inputs["delta_bias"],
+            True, True, "torch")
+    torch.library.opcheck(torch.ops.mambaeye.selective_scan_fwd.default, args,
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
