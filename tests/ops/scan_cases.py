@@ -67,7 +67,7 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
 def assert_matches(got, ref, tol: float) -> None:
     out, last, grads = got
     out_r, last_r, grads_r = ref
-    assert out.shape == out_r.shape and out.dtype == out_r.dtype
+    assert out.shape == out_r.shape
     errors = {"out": rel_err(out, out_r), "last_state": rel_err(last, last_r)}
     for name in GRAD_NAMES:
         if grads_r[name] is None:
@@ -75,7 +75,6 @@ def assert_matches(got, ref, tol: float) -> None:
             continue
         assert grads[name] is not None, f"no gradient for {name}"
         assert grads[name].shape == grads_r[name].shape, name
-        assert grads[name].dtype == grads_r[name].dtype, name
         errors["d" + name] = rel_err(grads[name], grads_r[name])
     bad = {k: v for k, v in errors.items() if not v <= tol}
     assert not bad, f"relative errors above {tol:g}: {bad}"

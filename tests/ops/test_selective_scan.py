@@ -90,7 +90,7 @@ def test_triton_backend_fp64(length, dstate, bc, groups):
 @pytest.mark.parametrize("bc,groups", [("step", 1), ("grouped", 4), ("fixed", 1)])
 def test_triton_many_tiles(monkeypatch, bc, groups):
     """A sequence crossing several tile (state-chunk) boundaries, non-power-of-two N, odd tail."""
-    monkeypatch.setattr(triton_scan, "MAX_TILE_LN", 64)  # N=3 -> BLOCK_N 4 -> 16 steps a tile
+    monkeypatch.setattr(triton_scan, "MAX_TILE_L", 16)  # 16 steps a tile
     assert triton_scan.num_state_chunks(2, 8, 101, 3) == 7
     inputs = make_inputs(2, 8, 101, 3, bc=bc, groups=groups)
     assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
@@ -213,7 +213,7 @@ def test_torch_compile_fullgraph():
     out = compiled(u)
     out.sum().backward()
     torch.testing.assert_close(out, ref)
-    for p, g in zip(model.parameters(), grads_ref):
+    for p, g in zip(model.parameters(), grads_ref, strict=True):
         torch.testing.assert_close(p.grad, g)
 
 

@@ -39,14 +39,14 @@ def _block_n(dstate: int) -> int:
     return triton.next_power_of_2(dstate)
 
 
-# BLOCK_L * BLOCK_N of one tile at most; tests lower it to force many tiles at small L.
-MAX_TILE_LN = 2048
+# Longest tile in steps; tests lower it to force many tiles at small L.
+MAX_TILE_L = 64
 
 
 def _block_l(length: int, dstate: int) -> int:
-    """Steps per tile: the scan's span. Also the spacing of the saved states, so it depends on (L, N) only."""
-    cap = max(16, MAX_TILE_LN // _block_n(dstate))  # N=16 -> 128, N=1 -> 2048
-    return max(16, min(triton.next_power_of_2(length), cap))
+    """Steps per tile, held inside each thread. Also the spacing of the saved states: depends on (L, N) only."""
+    cap = max(8, min(MAX_TILE_L, 512 // _block_n(dstate)))  # N=16 -> 32, N<=8 -> 64
+    return max(8, min(triton.next_power_of_2(length), cap))
 
 
 def num_state_chunks(batch: int, dim: int, length: int, dstate: int) -> int:
@@ -81,16 +81,18 @@ def _softplus(x):
 @triton.jit
 def _load_bc(ptr, stride_b, stride_g, b, g, offs_d, offs_n, offs_l, dstate, length,
              FIXED: tl.constexpr, DT: tl.constexpr):
-    """B or C as a tile that broadcasts against (BLOCK_D, BLOCK_N, BLOCK_L).
+    """B or C as a tile that broadcasts against (BLOCK_L, BLOCK_N, BLOCK_D).
 
-    fixed (D, N) -> (BLOCK_D, BLOCK_N, 1); per step (B, G, N, L) -> (1, BLOCK_N, BLOCK_L).
+    fixed (D, N) -> (1, BLOCK_N, BLOCK_D); per step (B, G, N, L) -> (BLOCK_L, BLOCK_N, 1).
     """
     if FIXED:
-        ptrs = ptr + offs_d[:, None] * dstate + offs_n[None, :]
-        return tl.load(ptrs, mask=offs_n[None, :] < dstate, other=0.0).to(DT)[:, :, None]
-    ptrs = ptr + b * stride_b + g * stride_g + offs_n[:, None] * length + offs_l[None, :]
-    mask = (offs_n[:, None] < dstate) & (offs_l[None, :] < length)
-    return tl.load(ptrs, mask=mask, other=0.0).to(DT)[None, :, :]
+        ptrs = ptr + offs_d[None, :] * dstate + offs_n[:, None]
+        tile = tl.load(ptrs, mask=offs_n[:, None] < dstate, other=0.0).to(DT)[None, :, :]
+    else:
+        ptrs = ptr + b * stride_b + g * stride_g + offs_n[None, :] * length + offs_l[:, None]
+        mask = (offs_n[None, :] < dstate) & (offs_l[:, None] < length)
+        tile = tl.load(ptrs, mask=mask, other=0.0).to(DT)[:, :, None]
+    return tile
 
 
 @triton.jit
@@ -103,6 +105,8 @@ def _scan_fwd_kernel(
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
+    # Tiles are (BLOCK_L, BLOCK_N, BLOCK_D): L first, so Triton's default layout puts the lanes on channels and
+    # states and keeps the whole L extent of a tile inside each thread - the scan is then a sequential loop.
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     d0 = pid_d * BLOCK_D
@@ -111,49 +115,51 @@ def _scan_fwd_kernel(
     offs_t = tl.arange(0, BLOCK_L)
     gB = d0 // dim_per_group_B
     gC = d0 // dim_per_group_C
-    n_mask = offs_n[None, :] < dstate
+    n_mask = offs_n[:, None] < dstate
+    nd_ptrs = (b * dim + offs_d[None, :]) * dstate + offs_n[:, None]  # (BN, BD) into (B, D, N)
 
-    A = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=n_mask, other=0.0).to(DT)  # (BD, BN)
+    # exp(dt A) = exp2(dt A log2(e)): one ex2 per element
+    A2 = tl.load(A_ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=n_mask, other=0.0).to(DT) * 1.4426950408889634
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d).to(DT)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(DT)
 
     row = (b * dim + offs_d) * length  # (BD,) start of each channel's sequence
-    h = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
+    h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     for tile in range(n_tiles):
         offs_l = tile * BLOCK_L + offs_t
-        l_mask = offs_l[None, :] < length
-        ptrs = row[:, None] + offs_l[None, :]  # (BD, BL)
+        l_mask = offs_l[:, None] < length
+        ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
         u = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
         dt = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
         if HAS_BIAS:
-            dt += bias[:, None]
+            dt += bias[None, :]
         if SOFTPLUS:
             dt = _softplus(dt)
         dt = tl.where(l_mask, dt, 0.0)  # padding steps: decay 1, input 0, so the state passes through
 
         if SAVE_STATES:
-            st_ptrs = states_ptr + ((b * dim + offs_d[:, None]) * n_tiles + tile) * dstate + offs_n[None, :]
-            tl.store(st_ptrs, h, mask=n_mask)
+            tl.store(states_ptr + ((b * dim + offs_d[None, :]) * n_tiles + tile) * dstate + offs_n[:, None], h,
+                     mask=n_mask)
 
         Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
         Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
-        decay = tl.exp(dt[:, None, :] * A[:, :, None])  # (BD, BN, BL)
+        decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (BL, BN, BD)
         x = (dt * u)[:, None, :] * Bt
-        x = tl.where(offs_t[None, None, :] == 0, x + decay * h[:, :, None], x)  # enter with the carried state
-        _, hs = tl.associative_scan((decay, x), 2, _combine)
-        y = tl.sum(hs * Ct, 1)  # (BD, BL)
-        h = tl.sum(tl.where(offs_t[None, None, :] == BLOCK_L - 1, hs, 0.0), 2)
+        x = tl.where(offs_t[:, None, None] == 0, x + decay * h[None, :, :], x)  # enter with the carried state
+        _, hs = tl.associative_scan((decay, x), 0, _combine)
+        y = tl.sum(hs * Ct, 1)  # (BL, BD)
+        h = tl.sum(tl.where(offs_t[:, None, None] == BLOCK_L - 1, hs, 0.0), 0)
 
         if HAS_D:
-            y += Dv[:, None] * u
+            y += Dv[None, :] * u
         if HAS_Z:
             zt = tl.load(z_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
             y *= zt * tl.sigmoid(zt)
         tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=l_mask)
 
-    tl.store(last_ptr + (b * dim + offs_d[:, None]) * dstate + offs_n[None, :], h, mask=n_mask)
+    tl.store(last_ptr + nd_ptrs, h, mask=n_mask)
 
 
 @triton.jit
@@ -174,10 +180,11 @@ def _scan_bwd_kernel(
     offs_t = tl.arange(0, BLOCK_L)
     gB = d0 // dim_per_group_B
     gC = d0 // dim_per_group_C
-    n_mask = offs_n[None, :] < dstate
-    dn_ptrs = (b * dim + offs_d[:, None]) * dstate + offs_n[None, :]  # (BD, BN) into a (B, D, N) buffer
+    n_mask = offs_n[:, None] < dstate
+    nd_ptrs = (b * dim + offs_d[None, :]) * dstate + offs_n[:, None]  # (BN, BD) into (B, D, N)
 
-    A = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=n_mask, other=0.0).to(DT)
+    A = tl.load(A_ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=n_mask, other=0.0).to(DT)
+    A2 = A * 1.4426950408889634
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d).to(DT)
     if HAS_BIAS:
@@ -185,12 +192,12 @@ def _scan_bwd_kernel(
 
     # carry = a_{t+1} g_{t+1} seen from the last step of the tile being processed; at the end: dL/dh_{L-1}
     if HAS_DLAST:
-        carry = tl.load(dlast_ptr + dn_ptrs, mask=n_mask, other=0.0).to(DT)
+        carry = tl.load(dlast_ptr + nd_ptrs, mask=n_mask, other=0.0).to(DT)
     else:
-        carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
-    dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
-    dB_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
-    dC_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=DT)
+        carry = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    dA_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    dB_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    dC_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dD_acc = tl.zeros((BLOCK_D,), dtype=DT)
     dbias_acc = tl.zeros((BLOCK_D,), dtype=DT)
 
@@ -198,15 +205,15 @@ def _scan_bwd_kernel(
     for i in range(n_tiles):
         tile = n_tiles - 1 - i
         offs_l = tile * BLOCK_L + offs_t
-        l_mask = offs_l[None, :] < length
-        next_mask = offs_l[None, :] + 1 < length
-        ptrs = row[:, None] + offs_l[None, :]
+        l_mask = offs_l[:, None] < length
+        next_mask = offs_l[:, None] + 1 < length
+        ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
         u = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
         dt_raw = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
         dt_next = tl.load(delta_ptr + ptrs + 1, mask=next_mask, other=0.0).to(DT)
         if HAS_BIAS:
-            dt_raw += bias[:, None]
-            dt_next += bias[:, None]
+            dt_raw += bias[None, :]
+            dt_next += bias[None, :]
         if SOFTPLUS:
             dt = _softplus(dt_raw)
             dt_next = _softplus(dt_next)
@@ -217,22 +224,22 @@ def _scan_bwd_kernel(
 
         Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
         Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
-        h0 = tl.load(states_ptr + ((b * dim + offs_d[:, None]) * n_tiles + tile) * dstate + offs_n[None, :],
+        h0 = tl.load(states_ptr + ((b * dim + offs_d[None, :]) * n_tiles + tile) * dstate + offs_n[:, None],
                      mask=n_mask, other=0.0).to(DT)
 
         # recompute the forward of this tile
-        decay = tl.exp(dt[:, None, :] * A[:, :, None])  # a_t, (BD, BN, BL)
+        decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # a_t, (BL, BN, BD)
         dtu = dt * u
         x = dtu[:, None, :] * Bt
-        x_in = tl.where(offs_t[None, None, :] == 0, x + decay * h0[:, :, None], x)
-        _, h = tl.associative_scan((decay, x_in), 2, _combine)
+        x_in = tl.where(offs_t[:, None, None] == 0, x + decay * h0[None, :, :], x)
+        _, h = tl.associative_scan((decay, x_in), 0, _combine)
 
         if HAS_Z:
             zt = tl.load(z_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
             sig = tl.sigmoid(zt)
             y = tl.sum(h * Ct, 1)
             if HAS_D:
-                y += Dv[:, None] * u
+                y += Dv[None, :] * u
             dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
             tl.store(dz_ptr + ptrs, dz.to(dz_ptr.dtype.element_ty), mask=l_mask)
             dy = dout * zt * sig
@@ -240,49 +247,48 @@ def _scan_bwd_kernel(
             dy = dout
 
         # adjoint: g_t = C_t dy_t + a_{t+1} g_{t+1}
-        decay_next = tl.where(next_mask[:, None, :], tl.exp(dt_next[:, None, :] * A[:, :, None]), 1.0)
+        decay_next = tl.where(next_mask[:, None, :], tl.exp2(dt_next[:, None, :] * A2[None, :, :]), 1.0)
         c = Ct * dy[:, None, :]
-        c = tl.where(offs_t[None, None, :] == BLOCK_L - 1, c + carry[:, :, None], c)
-        _, g = tl.associative_scan((decay_next, c), 2, _combine, reverse=True)
-        carry = tl.sum(tl.where(offs_t[None, None, :] == 0, decay * g, 0.0), 2)
+        c = tl.where(offs_t[:, None, None] == BLOCK_L - 1, c + carry[None, :, :], c)
+        _, g = tl.associative_scan((decay_next, c), 0, _combine, reverse=True)
+        carry = tl.sum(tl.where(offs_t[:, None, None] == 0, decay * g, 0.0), 0)
 
-        gB_sum = tl.sum(g * Bt, 1)  # (BD, BL): sum_n g B
-        ah = h - x  # a_t h_{t-1}
-        g_ah = g * ah
-        ddt = u * gB_sum + tl.sum(g_ah * A[:, :, None], 1)
+        gB_sum = tl.sum(g * Bt, 1)  # (BL, BD): sum_n g B
+        g_ah = g * (h - x)  # g_t a_t h_{t-1}
+        ddt = u * gB_sum + tl.sum(g_ah * A[None, :, :], 1)
         du = dt * gB_sum
         if HAS_D:
-            du += Dv[:, None] * dy
-            dD_acc += tl.sum(dy * u, 1)
-        dA_acc += tl.sum(g_ah * dt[:, None, :], 2)
+            du += Dv[None, :] * dy
+            dD_acc += tl.sum(dy * u, 0)
+        dA_acc += tl.sum(g_ah * dt[:, None, :], 0)
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(dt_raw)
         ddt = tl.where(l_mask, ddt, 0.0)
         if HAS_BIAS:
-            dbias_acc += tl.sum(ddt, 1)
+            dbias_acc += tl.sum(ddt, 0)
         tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=l_mask)
         tl.store(ddelta_ptr + ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=l_mask)
 
         # dB_t = sum_d g_t dt_t u_t ; dC_t = sum_d h_t dy_t
         gx = g * dtu[:, None, :]
         hdy = h * dy[:, None, :]
+        bc_mask = (offs_n[None, :] < dstate) & l_mask
         if B_FIXED:
-            dB_acc += tl.sum(gx, 2)
+            dB_acc += tl.sum(gx, 0)
         else:
-            bc_ptrs = b * stride_B_b + gB * stride_B_g + offs_n[:, None] * length + offs_l[None, :]
-            tl.atomic_add(dB_ptr + bc_ptrs, tl.sum(gx, 0), mask=(offs_n[:, None] < dstate) & l_mask, sem="relaxed")
+            bc_ptrs = b * stride_B_b + gB * stride_B_g + offs_n[None, :] * length + offs_l[:, None]
+            tl.atomic_add(dB_ptr + bc_ptrs, tl.sum(gx, 2), mask=bc_mask, sem="relaxed")
         if C_FIXED:
-            dC_acc += tl.sum(hdy, 2)
+            dC_acc += tl.sum(hdy, 0)
         else:
-            bc_ptrs = b * stride_C_b + gC * stride_C_g + offs_n[:, None] * length + offs_l[None, :]
-            tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 0), mask=(offs_n[:, None] < dstate) & l_mask,
-                          sem="relaxed")
+            bc_ptrs = b * stride_C_b + gC * stride_C_g + offs_n[None, :] * length + offs_l[:, None]
+            tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 2), mask=bc_mask, sem="relaxed")
 
-    tl.store(dA_ptr + dn_ptrs, dA_acc, mask=n_mask)
+    tl.store(dA_ptr + nd_ptrs, dA_acc, mask=n_mask)
     if B_FIXED:
-        tl.store(dB_ptr + dn_ptrs, dB_acc, mask=n_mask)
+        tl.store(dB_ptr + nd_ptrs, dB_acc, mask=n_mask)
     if C_FIXED:
-        tl.store(dC_ptr + dn_ptrs, dC_acc, mask=n_mask)
+        tl.store(dC_ptr + nd_ptrs, dC_acc, mask=n_mask)
     if HAS_D:
         tl.store(dD_ptr + b * dim + offs_d, dD_acc)
     if HAS_BIAS:
@@ -301,12 +307,11 @@ def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int]:
 
 
 def _launch_config(dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
+    """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps): lanes over channels and states, ~64 tile elements a thread."""
     block_n = _block_n(dstate)
     block_l = _block_l(length, dstate)
-    groups = math.lcm(_groups(B), _groups(C))
-    wanted = max(1, (2048 if backward else 4096) // (block_n * block_l))
-    block_d = _block_d(dim, groups, wanted)
-    num_warps = 4 if block_d * block_n * block_l <= 4096 else 8
+    block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), 32)
+    num_warps = min(8, max(1, block_d * block_n * block_l // (32 * 64)))
     return block_d, block_n, block_l, num_warps
 
 

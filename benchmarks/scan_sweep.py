@@ -1,0 +1,63 @@
+"""Sweep the Triton scan's tile configurations at the benchmark shapes (forward and forward+backward).
+
+    python benchmarks/scan_sweep.py --shapes vim_ti_224 vmamba_t_stage1
+
+A configuration is (BLOCK_L, BLOCK_D, num_warps); BLOCK_N is next_pow2(N). The winners go into
+``triton_scan._launch_config``; the sweep's table is kept in benchmarks/NOTES.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import triton
+import triton.testing
+from scan import SHAPES, make_inputs
+
+from mambaeye.ops import selective_scan
+from mambaeye.ops.selective_scan import triton_scan
+
+CONFIGS = {  # dstate -> candidate (BLOCK_L, BLOCK_D, num_warps)
+    16: [(16, 32, 4), (32, 32, 4), (32, 32, 8), (16, 64, 8), (64, 16, 4), (32, 16, 4), (16, 16, 2), (8, 32, 4)],
+    1: [(32, 32, 1), (64, 32, 1), (128, 32, 1), (256, 32, 1), (64, 16, 1), (64, 32, 2)],
+}
+
+
+def time_config(name, cfg, dtype):
+    block_l, block_d, warps = cfg
+    shape = SHAPES[name]
+    per_group = shape["dim"] // shape["groups"]
+    if per_group % block_d:
+        return None
+    triton_scan._block_l = lambda length, dstate: block_l
+    triton_scan._launch_config = lambda dim, B, C, dstate, length, backward: (
+        block_d, triton.next_power_of_2(dstate), block_l, warps)
+    t = make_inputs(shape, dtype, "cuda", requires_grad=False)
+    args = [t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")  # noqa: E731
+    with torch.no_grad():
+        fwd = bench(lambda: selective_scan(*args, delta_softplus=True, backend="triton"))
+    leaves = [a.clone().requires_grad_(True) if a is not None else None for a in args]
+    inputs = [a for a in leaves if a is not None]
+    dout = torch.randn_like(args[0])
+    fwd_bwd = bench(lambda: torch.autograd.grad(
+        selective_scan(*leaves, delta_softplus=True, backend="triton"), inputs, dout))
+    return fwd, fwd_bwd
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--shapes", nargs="+", default=[n for n in SHAPES if n != "cpu_1d"])
+    args = p.parse_args()
+    print("| shape | BLOCK_L | BLOCK_D | warps | fwd ms | fwd+bwd ms |\n|---|---|---|---|---|---|")
+    for name in args.shapes:
+        n = SHAPES[name]["dstate"]
+        for cfg in CONFIGS[n]:
+            r = time_config(name, cfg, torch.bfloat16)
+            if r is not None:
+                print(f"| {name} | {cfg[0]} | {cfg[1]} | {cfg[2]} | {r[0]:.3f} | {r[1]:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
