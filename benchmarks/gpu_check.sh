@@ -6,6 +6,6 @@ OUT=${OUT:-/tmp/mambaeye-gpu}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-python3 -m pytest -m gpu tests/ -q -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} 2>&1 | tail -25 | tee "$OUT/gpu_tests.log"
+python3 -m pytest -m gpu tests/ -q -p no:cacheprovider -p no:logging --tb=short ${PYTEST_K:+-k "$PYTEST_K"} 2>&1 | tail -60 | tee "$OUT/gpu_tests.log"
 if [ "${SWEEP:-0}" = 1 ]; then (cd benchmarks && python3 scan_sweep.py ${SWEEP_SHAPES:+--shapes $SWEEP_SHAPES}) 2>&1 | tee "$OUT/sweep.log"; fi
 if [ "${BENCH:-1}" = 1 ]; then python3 benchmarks/scan.py "$@" 2>&1 | tee "$OUT/bench.log"; cp -r benchmarks/results "$OUT/"; fi

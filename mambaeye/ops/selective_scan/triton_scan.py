@@ -45,7 +45,7 @@ MAX_TILE_L = 64
 
 def _block_l(length: int, dstate: int) -> int:
     """Steps per tile, held inside each thread. Also the spacing of the saved states: depends on (L, N) only."""
-    cap = max(8, min(MAX_TILE_L, 512 // _block_n(dstate)))  # N=16 -> 32, N<=8 -> 64
+    cap = max(8, min(MAX_TILE_L, 256 // _block_n(dstate)))  # N=16 -> 16, N<=4 -> 64
     return max(8, min(triton.next_power_of_2(length), cap))
 
 
@@ -307,10 +307,13 @@ def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int]:
 
 
 def _launch_config(dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
-    """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps): lanes over channels and states, ~64 tile elements a thread."""
+    """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps): lanes over channels and states, ~64 tile elements a thread.
+
+    Chosen by benchmarks/scan_sweep.py on an H100 (benchmarks/NOTES.md): small tiles of 16 channels win.
+    """
     block_n = _block_n(dstate)
     block_l = _block_l(length, dstate)
-    block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), 32)
+    block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), 16)
     num_warps = min(8, max(1, block_d * block_n * block_l // (32 * 64)))
     return block_d, block_n, block_l, num_warps
 
