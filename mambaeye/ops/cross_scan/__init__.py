@@ -1,0 +1,146 @@
+"""Multi-directional selective scan over 2D and 3D grids (VMamba's SS2D core, and its 3D extension).
+
+:func:`cross_selective_scan` is the one entry point the SS2D / SS3D layers call. Given the activations
+after the depthwise conv, it reads them along K directions (:func:`cross_scan`), projects each direction to
+(dt, B, C) with that direction's weights, runs one grouped selective scan over all K * D channels, sums the
+directions back onto the grid (:func:`cross_merge`) and optionally applies the output LayerNorm.
+
+The implementation here is the PyTorch reference: it writes the K re-ordered copies explicitly. A fused
+kernel that folds the direction's index arithmetic into its loads and stores can replace the body of
+:func:`cross_selective_scan` without any change to the layers. Scan orders are defined in :mod:`.naive`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..selective_scan import selective_scan
+from .naive import ScanOrder, cross_merge, cross_scan, default_directions, scan_orders, valid_directions
+
+__all__ = [
+    "cross_selective_scan",
+    "cross_scan",
+    "cross_merge",
+    "scan_orders",
+    "valid_directions",
+    "default_directions",
+    "ScanOrder",
+]
+
+
+def _fp32(t: Tensor) -> Tensor:
+    """The scan's weights are float32 whatever the activations' dtype; float64 stays (for gradient checks)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
+def _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias):
+    tensors = (("x", x), ("x_proj_weight", x_proj_weight), ("dt_projs_weight", dt_projs_weight),
+               ("dt_projs_bias", dt_projs_bias), ("A_logs", A_logs), ("Ds", Ds))
+    for name, t in tensors:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if x.dim() not in (4, 5):
+        raise ValueError(f"x must have shape (B, D, H, W) or (B, D, Z, H, W), got {tuple(x.shape)}")
+    if min(x.shape[2:]) < 1:
+        raise ValueError(f"x has an empty spatial dimension: {tuple(x.shape)}")
+    dim = x.shape[1]
+    if x_proj_weight.dim() != 3 or x_proj_weight.shape[2] != dim:
+        raise ValueError(f"x_proj_weight must have shape (K, dt_rank + 2 * d_state, D={dim}), "
+                         f"got {tuple(x_proj_weight.shape)}")
+    k = x_proj_weight.shape[0]
+    allowed = valid_directions(x.dim() - 2)
+    if k not in allowed:
+        raise ValueError(f"x_proj_weight holds K={k} directions; a {x.dim() - 2}D scan supports K in {allowed}")
+    if dt_projs_weight.dim() != 3 or dt_projs_weight.shape[:2] != (k, dim):
+        raise ValueError(
+            f"dt_projs_weight must have shape (K={k}, D={dim}, dt_rank), got {tuple(dt_projs_weight.shape)}"
+        )
+    rank = dt_projs_weight.shape[2]
+    if A_logs.dim() != 2 or A_logs.shape[0] != k * dim:
+        raise ValueError(f"A_logs must have shape (K * D={k * dim}, d_state), got {tuple(A_logs.shape)}")
+    dstate = A_logs.shape[1]
+    if x_proj_weight.shape[1] != rank + 2 * dstate:
+        raise ValueError(f"x_proj_weight has {x_proj_weight.shape[1]} outputs per direction, expected "
+                         f"dt_rank + 2 * d_state = {rank} + 2 * {dstate} = {rank + 2 * dstate}")
+    if dt_projs_bias.shape != (k, dim):
+        raise ValueError(f"dt_projs_bias must have shape (K={k}, D={dim}), got {tuple(dt_projs_bias.shape)}")
+    if Ds.shape != (k * dim,):
+        raise ValueError(f"Ds must have shape (K * D={k * dim},), got {tuple(Ds.shape)}")
+    for name, t in (("out_norm_weight", out_norm_weight), ("out_norm_bias", out_norm_bias)):
+        if t is not None and t.shape != (dim,):
+            raise ValueError(f"{name} must have shape (D={dim},), got {tuple(t.shape)}")
+
+
+def cross_selective_scan(
+    x: Tensor,
+    x_proj_weight: Tensor,
+    dt_projs_weight: Tensor,
+    dt_projs_bias: Tensor,
+    A_logs: Tensor,
+    Ds: Tensor,
+    out_norm: bool = False,
+    out_norm_weight: Tensor | None = None,
+    out_norm_bias: Tensor | None = None,
+    out_norm_eps: float = 1e-5,
+    channel_last: bool = False,
+    force_fp32: bool = False,
+    delta_softplus: bool = True,
+    backend: str = "auto",
+) -> Tensor:
+    """VMamba's cross selective scan over a 2D or 3D grid.
+
+    ==================  ===============================  ================================================
+    argument            shape                            meaning
+    ==================  ===============================  ================================================
+    x                   (B, D, H, W) or (B, D, Z, H, W)  activations after the depthwise conv + SiLU
+    x_proj_weight       (K, R + 2N, D)                   per-direction projection to (dt, B, C)
+    dt_projs_weight     (K, D, R)                        per-direction low-rank dt projection
+    dt_projs_bias       (K, D)                           dt bias (softplus input), float32
+    A_logs              (K * D, N)                       A = -exp(A_logs), rows k*D..(k+1)*D: direction k
+    Ds                  (K * D,)                         skip, float32
+    out_norm_weight/_b  (D,)                             LayerNorm over channels after the merge
+    ==================  ===============================  ================================================
+
+    K (the number of directions, taken from ``x_proj_weight``) picks the scan orders of
+    :func:`scan_orders`: 1, 2 or 4 in 2D, 1, 2 or 6 in 3D. Direction k's B and C are group k of the grouped
+    scan. The merged output is the sum over directions, LayerNorm-ed over channels when ``out_norm``.
+
+    Returns (B, D, *spatial), or (B, *spatial, D) with ``channel_last``, in x's dtype.
+    ``force_fp32`` runs the scan on float32 copies of u, delta, B, C (VMamba v0 does; v2 "v05" does not).
+    ``backend`` is passed to :func:`mambaeye.ops.selective_scan`.
+    """
+    _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias)
+    batch, dim, *spatial = x.shape
+    length = math.prod(spatial)
+    k = x_proj_weight.shape[0]
+    rank = dt_projs_weight.shape[2]
+    dstate = A_logs.shape[1]
+
+    xs = cross_scan(x, k)  # (B, K, D, L)
+    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)  # (B, K, R + 2N, L)
+    dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
+    dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)  # (B, K, D, L)
+
+    u = xs.reshape(batch, k * dim, length)
+    delta = dts.reshape(batch, k * dim, length)
+    Bs = Bs.contiguous()  # (B, K, N, L): group k = channels k*D..(k+1)*D = direction k
+    Cs = Cs.contiguous()
+    if force_fp32:
+        u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
+    ys = selective_scan(
+        u, delta, -torch.exp(_fp32(A_logs)), Bs, Cs, _fp32(Ds),
+        delta_bias=_fp32(dt_projs_bias.reshape(-1)), delta_softplus=delta_softplus, backend=backend,
+    )  # (B, K * D, L)
+
+    y = cross_merge(ys.view(batch, k, dim, length), spatial)  # (B, D, *spatial)
+    if channel_last or out_norm:
+        y = y.movedim(1, -1)  # (B, *spatial, D)
+    if out_norm:
+        y = F.layer_norm(y, (dim,), out_norm_weight, out_norm_bias, out_norm_eps)
+        if not channel_last:
+            y = y.movedim(-1, 1)
+    return y.to(x.dtype)
