@@ -43,8 +43,12 @@ _INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _WEIGHT_DTYPES = (torch.float32, torch.float64)
 
 
+# Looked up once at import: torch.compile cannot trace importlib inside the model's forward.
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
 def _triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _HAS_TRITON
 
 
 def _triton_interpreted() -> bool:

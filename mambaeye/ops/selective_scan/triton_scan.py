@@ -127,12 +127,30 @@ def _scan_fwd_kernel(
 
     row = (b * dim + offs_d) * length  # (BD,) start of each channel's sequence
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    # Software pipelining: the next tile's inputs are loaded while this tile is scanned (loads past the end
+    # are fully masked and move nothing).
+    offs_l = offs_t
+    l_mask = offs_l[:, None] < length
+    ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
+    u_in = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0)
+    dt_in = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0)
+    z_in = tl.load(z_ptr + ptrs, mask=l_mask & HAS_Z, other=0.0)
+    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
+    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
     for tile in range(n_tiles):
-        offs_l = tile * BLOCK_L + offs_t
-        l_mask = offs_l[:, None] < length
-        ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
-        u = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
-        dt = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+        offs_l_nx = offs_l + BLOCK_L
+        l_mask_nx = offs_l_nx[:, None] < length
+        ptrs_nx = ptrs + BLOCK_L
+        u_nx = tl.load(u_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
+        dt_nx = tl.load(delta_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
+        z_nx = tl.load(z_ptr + ptrs_nx, mask=l_mask_nx & HAS_Z, other=0.0)
+        Bt_nx = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l_nx, dstate, length,
+                         B_FIXED, DT)
+        Ct_nx = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l_nx, dstate, length,
+                         C_FIXED, DT)
+
+        u = u_in.to(DT)
+        dt = dt_in.to(DT)
         if HAS_BIAS:
             dt += bias[None, :]
         if SOFTPLUS:
@@ -143,8 +161,6 @@ def _scan_fwd_kernel(
             tl.store(states_ptr + ((b * dim + offs_d[None, :]) * n_tiles + tile) * dstate + offs_n[:, None], h,
                      mask=n_mask)
 
-        Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
-        Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
         decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (BL, BN, BD)
         x = (dt * u)[:, None, :] * Bt
         x = tl.where(offs_t[:, None, None] == 0, x + decay * h[None, :, :], x)  # enter with the carried state
@@ -155,9 +171,12 @@ def _scan_fwd_kernel(
         if HAS_D:
             y += Dv[None, :] * u
         if HAS_Z:
-            zt = tl.load(z_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+            zt = z_in.to(DT)
             y *= zt * tl.sigmoid(zt)
         tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=l_mask)
+
+        offs_l, l_mask, ptrs = offs_l_nx, l_mask_nx, ptrs_nx
+        u_in, dt_in, z_in, Bt, Ct = u_nx, dt_nx, z_nx, Bt_nx, Ct_nx
 
     tl.store(last_ptr + nd_ptrs, h, mask=n_mask)
 
@@ -202,15 +221,36 @@ def _scan_bwd_kernel(
     dbias_acc = tl.zeros((BLOCK_D,), dtype=DT)
 
     row = (b * dim + offs_d) * length
+    # tiles in reverse; the previous tile's inputs are loaded while this one is processed
+    offs_l = (n_tiles - 1) * BLOCK_L + offs_t
+    l_mask = offs_l[:, None] < length
+    ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
+    u_in = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0)
+    dt_in = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0)
+    dtn_in = tl.load(delta_ptr + ptrs + 1, mask=offs_l[:, None] + 1 < length, other=0.0)
+    dout_in = tl.load(dout_ptr + ptrs, mask=l_mask, other=0.0)
+    z_in = tl.load(z_ptr + ptrs, mask=l_mask & HAS_Z, other=0.0)
+    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
+    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
     for i in range(n_tiles):
         tile = n_tiles - 1 - i
-        offs_l = tile * BLOCK_L + offs_t
-        l_mask = offs_l[:, None] < length
+        offs_l_nx = offs_l - BLOCK_L
+        l_mask_nx = (offs_l_nx[:, None] < length) & (offs_l_nx[:, None] >= 0)
+        ptrs_nx = ptrs - BLOCK_L
+        u_nx = tl.load(u_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
+        dt_nx = tl.load(delta_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
+        dtn_nx = tl.load(delta_ptr + ptrs_nx + 1, mask=l_mask_nx & (offs_l_nx[:, None] + 1 < length), other=0.0)
+        dout_nx = tl.load(dout_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
+        z_nx = tl.load(z_ptr + ptrs_nx, mask=l_mask_nx & HAS_Z, other=0.0)
+        Bt_nx = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, tl.where(offs_l_nx >= 0, offs_l_nx,
+                         length), dstate, length, B_FIXED, DT)
+        Ct_nx = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, tl.where(offs_l_nx >= 0, offs_l_nx,
+                         length), dstate, length, C_FIXED, DT)
+
         next_mask = offs_l[:, None] + 1 < length
-        ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
-        u = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
-        dt_raw = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
-        dt_next = tl.load(delta_ptr + ptrs + 1, mask=next_mask, other=0.0).to(DT)
+        u = u_in.to(DT)
+        dt_raw = dt_in.to(DT)
+        dt_next = dtn_in.to(DT)
         if HAS_BIAS:
             dt_raw += bias[None, :]
             dt_next += bias[None, :]
@@ -220,10 +260,7 @@ def _scan_bwd_kernel(
         else:
             dt = dt_raw
         dt = tl.where(l_mask, dt, 0.0)
-        dout = tl.load(dout_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
-
-        Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
-        Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
+        dout = dout_in.to(DT)
         h0 = tl.load(states_ptr + ((b * dim + offs_d[None, :]) * n_tiles + tile) * dstate + offs_n[:, None],
                      mask=n_mask, other=0.0).to(DT)
 
@@ -235,7 +272,7 @@ def _scan_bwd_kernel(
         _, h = tl.associative_scan((decay, x_in), 0, _combine)
 
         if HAS_Z:
-            zt = tl.load(z_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+            zt = z_in.to(DT)
             sig = tl.sigmoid(zt)
             y = tl.sum(h * Ct, 1)
             if HAS_D:
@@ -284,6 +321,9 @@ def _scan_bwd_kernel(
             bc_ptrs = b * stride_C_b + gC * stride_C_g + offs_n[None, :] * length + offs_l[:, None]
             tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 2), mask=bc_mask, sem="relaxed")
 
+        offs_l, l_mask, ptrs = offs_l_nx, l_mask_nx, ptrs_nx
+        u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_nx, dt_nx, dtn_nx, dout_nx, z_nx, Bt_nx, Ct_nx
+
     tl.store(dA_ptr + nd_ptrs, dA_acc, mask=n_mask)
     if B_FIXED:
         tl.store(dB_ptr + nd_ptrs, dB_acc, mask=n_mask)
@@ -306,15 +346,21 @@ def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int]:
     return dim // t.shape[1], t.stride(0), t.stride(1)
 
 
-def _launch_config(dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
-    """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps): lanes over channels and states, ~64 tile elements a thread.
+def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
+    """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps): lanes over channels and states, the tile's L inside each thread.
 
-    Chosen by benchmarks/scan_sweep.py on an H100 (benchmarks/NOTES.md): small tiles of 16 channels win.
+    Chosen with benchmarks/scan_sweep.py on an H100 (benchmarks/NOTES.md): blocks of 16 channels, ~64 tile
+    elements a thread forward and ~32 backward (more spill); narrower channel blocks when batch * dim gives
+    too few programs to fill the GPU (long sequences at small batch).
     """
     block_n = _block_n(dstate)
     block_l = _block_l(length, dstate)
-    block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), 16)
-    num_warps = min(8, max(1, block_d * block_n * block_l // (32 * 64)))
+    wanted = 16
+    while wanted > 2 and batch * dim // wanted < 1024:
+        wanted //= 2
+    block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), wanted)
+    per_thread = 32 if backward else 64
+    num_warps = min(8, max(1, block_d * block_n * block_l // (32 * per_thread)))
     return block_d, block_n, block_l, num_warps
 
 
@@ -322,7 +368,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     batch, dim, length = u.shape
     dstate = A.shape[1]
     state_dtype, DT = _compute_dtype(u)
-    block_d, block_n, block_l, num_warps = _launch_config(dim, B, C, dstate, length, backward=False)
+    block_d, block_n, block_l, num_warps = _launch_config(batch, dim, B, C, dstate, length, backward=False)
     n_tiles = triton.cdiv(length, block_l)
     out = torch.empty_like(u)
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=state_dtype)
@@ -347,7 +393,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     batch, dim, length = u.shape
     dstate = A.shape[1]
     state_dtype, DT = _compute_dtype(u)
-    block_d, block_n, block_l, num_warps = _launch_config(dim, B, C, dstate, length, backward=True)
+    block_d, block_n, block_l, num_warps = _launch_config(batch, dim, B, C, dstate, length, backward=True)
     n_tiles = triton.cdiv(length, block_l)
     if chunk_states.shape != (batch, dim, n_tiles, dstate):
         raise RuntimeError(f"saved chunk states have shape {tuple(chunk_states.shape)}, "
