@@ -18,9 +18,11 @@ from scan import SHAPES, make_inputs
 from mambaeye.ops import selective_scan
 from mambaeye.ops.selective_scan import triton_scan
 
-CONFIGS = {  # dstate -> candidate (BLOCK_L, BLOCK_D, fwd num_warps, bwd num_warps); None = the default heuristic
-    16: [None, (16, 16, 2, 2), (16, 16, 2, 4), (16, 8, 1, 2), (16, 4, 1, 1), (16, 2, 1, 1), (8, 16, 2, 2)],
-    1: [None, (64, 16, 1, 1), (64, 16, 1, 2), (32, 16, 1, 1), (64, 8, 1, 1)],
+CONFIGS = {  # dstate -> (BLOCK_L, BLOCK_D, warps fwd, warps bwd, prefetch fwd, prefetch bwd); None = the default
+    16: [None, (16, 8, 1, 2, 0, 0), (16, 4, 1, 1, 1, 0), (16, 4, 1, 1, 0, 0), (8, 16, 2, 2, 1, 0),
+         (8, 16, 2, 2, 0, 0), (8, 8, 1, 1, 0, 0), (16, 16, 2, 2, 0, 0), (16, 8, 1, 1, 1, 1)],
+    1: [None, (32, 16, 1, 1, 0, 0), (64, 16, 1, 2, 0, 0), (64, 8, 1, 1, 0, 0), (32, 32, 1, 1, 0, 0),
+        (16, 16, 1, 1, 0, 0), (32, 8, 1, 1, 1, 1)],
 }
 
 
@@ -31,12 +33,13 @@ def time_config(name, cfg, dtype):
     shape = SHAPES[name]
     triton_scan._block_l, triton_scan._launch_config = DEFAULTS
     if cfg is not None:
-        block_l, block_d, warps_fwd, warps_bwd = cfg
+        block_l, block_d, warps_fwd, warps_bwd, pf_fwd, pf_bwd = cfg
         if (shape["dim"] // shape["groups"]) % block_d:
             return None
         triton_scan._block_l = lambda length, dstate: block_l
         triton_scan._launch_config = lambda batch, dim, B, C, dstate, length, backward: (
-            block_d, triton.next_power_of_2(dstate), block_l, warps_bwd if backward else warps_fwd)
+            block_d, triton.next_power_of_2(dstate), block_l, warps_bwd if backward else warps_fwd,
+            bool(pf_bwd if backward else pf_fwd))
     t = make_inputs(shape, dtype, "cuda", requires_grad=False)
     args = [t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
     bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")  # noqa: E731
@@ -54,7 +57,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--shapes", nargs="+", default=[n for n in SHAPES if n != "cpu_1d"])
     args = p.parse_args()
-    print("| shape | BLOCK_L, BLOCK_D, warps fwd, bwd | fwd ms | fwd+bwd ms |\n|---|---|---|---|")
+    print("| shape | BLOCK_L, BLOCK_D, warps fwd, bwd, prefetch fwd, bwd | fwd ms | fwd+bwd ms |\n|---|---|---|---|")
     for name in args.shapes:
         n = SHAPES[name]["dstate"]
         for cfg in CONFIGS[n]:

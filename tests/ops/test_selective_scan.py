@@ -96,6 +96,17 @@ def test_triton_many_tiles(monkeypatch, bc, groups):
     assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
 
 
+@needs_triton
+@pytest.mark.parametrize("prefetch", [False, True], ids=["plain", "prefetch"])
+def test_triton_prefetch_switch(monkeypatch, prefetch):
+    """Both loop forms (loading the next tile ahead, or not) in forward and backward."""
+    default = triton_scan._launch_config
+    monkeypatch.setattr(triton_scan, "_launch_config", lambda *args: (*default(*args)[:4], prefetch))
+    monkeypatch.setattr(triton_scan, "MAX_TILE_L", 16)
+    inputs = make_inputs(2, 8, 45, 4, bc="grouped", groups=2)
+    assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
 def test_fp32_inputs(backend):
     inputs = make_inputs(2, 8, 50, 16, bc="step", dtype=torch.float32)

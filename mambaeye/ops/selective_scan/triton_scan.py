@@ -45,7 +45,7 @@ MAX_TILE_L = 64
 
 def _block_l(length: int, dstate: int) -> int:
     """Steps per tile, held inside each thread. Also the spacing of the saved states: depends on (L, N) only."""
-    cap = max(8, min(MAX_TILE_L, 256 // _block_n(dstate)))  # N=16 -> 16, N<=4 -> 64
+    cap = max(8, min(MAX_TILE_L, 256 // _block_n(dstate), 32))  # N=16 -> 16, N<=8 -> 32
     return max(8, min(triton.next_power_of_2(length), cap))
 
 
@@ -103,7 +103,7 @@ def _scan_fwd_kernel(
     dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     # Tiles are (BLOCK_L, BLOCK_N, BLOCK_D): L first, so Triton's default layout puts the lanes on channels and
     # states and keeps the whole L extent of a tile inside each thread - the scan is then a sequential loop.
@@ -127,27 +127,27 @@ def _scan_fwd_kernel(
 
     row = (b * dim + offs_d) * length  # (BD,) start of each channel's sequence
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
-    # Software pipelining: the next tile's inputs are loaded while this tile is scanned (loads past the end
-    # are fully masked and move nothing).
-    offs_l = offs_t
-    l_mask = offs_l[:, None] < length
-    ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
-    u_in = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0)
-    dt_in = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0)
-    z_in = tl.load(z_ptr + ptrs, mask=l_mask & HAS_Z, other=0.0)
-    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
-    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
+    # With PREFETCH the next tile's inputs are loaded while this tile is scanned (software pipelining; loads
+    # past the end are fully masked and move nothing). It costs registers, so it is a tuning switch.
+    first = offs_t[:, None] < length
+    u_in = tl.load(u_ptr + row[None, :] + offs_t[:, None], mask=first & PREFETCH, other=0.0)
+    dt_in = tl.load(delta_ptr + row[None, :] + offs_t[:, None], mask=first & PREFETCH, other=0.0)
+    z_in = tl.load(z_ptr + row[None, :] + offs_t[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
+    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_t, dstate, length, B_FIXED, DT)
+    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_t, dstate, length, C_FIXED, DT)
     for tile in range(n_tiles):
-        offs_l_nx = offs_l + BLOCK_L
-        l_mask_nx = offs_l_nx[:, None] < length
-        ptrs_nx = ptrs + BLOCK_L
-        u_nx = tl.load(u_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
-        dt_nx = tl.load(delta_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
-        z_nx = tl.load(z_ptr + ptrs_nx, mask=l_mask_nx & HAS_Z, other=0.0)
-        Bt_nx = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l_nx, dstate, length,
-                         B_FIXED, DT)
-        Ct_nx = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l_nx, dstate, length,
-                         C_FIXED, DT)
+        offs_l = tile * BLOCK_L + offs_t
+        l_mask = offs_l[:, None] < length
+        ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
+        offs_ld = offs_l + BLOCK_L * PREFETCH
+        mask_ld = offs_ld[:, None] < length
+        u_ld = tl.load(u_ptr + ptrs + BLOCK_L * PREFETCH, mask=mask_ld, other=0.0)
+        dt_ld = tl.load(delta_ptr + ptrs + BLOCK_L * PREFETCH, mask=mask_ld, other=0.0)
+        z_ld = tl.load(z_ptr + ptrs + BLOCK_L * PREFETCH, mask=mask_ld & HAS_Z, other=0.0)
+        Bt_ld = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_ld, dstate, length, B_FIXED, DT)
+        Ct_ld = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_ld, dstate, length, C_FIXED, DT)
+        if not PREFETCH:
+            u_in, dt_in, z_in, Bt, Ct = u_ld, dt_ld, z_ld, Bt_ld, Ct_ld
 
         u = u_in.to(DT)
         dt = dt_in.to(DT)
@@ -175,8 +175,8 @@ def _scan_fwd_kernel(
             y *= zt * tl.sigmoid(zt)
         tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=l_mask)
 
-        offs_l, l_mask, ptrs = offs_l_nx, l_mask_nx, ptrs_nx
-        u_in, dt_in, z_in, Bt, Ct = u_nx, dt_nx, z_nx, Bt_nx, Ct_nx
+        if PREFETCH:
+            u_in, dt_in, z_in, Bt, Ct = u_ld, dt_ld, z_ld, Bt_ld, Ct_ld
 
     tl.store(last_ptr + nd_ptrs, h, mask=n_mask)
 
@@ -189,7 +189,7 @@ def _scan_bwd_kernel(
     dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -221,31 +221,35 @@ def _scan_bwd_kernel(
     dbias_acc = tl.zeros((BLOCK_D,), dtype=DT)
 
     row = (b * dim + offs_d) * length
-    # tiles in reverse; the previous tile's inputs are loaded while this one is processed
-    offs_l = (n_tiles - 1) * BLOCK_L + offs_t
-    l_mask = offs_l[:, None] < length
-    ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
-    u_in = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0)
-    dt_in = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0)
-    dtn_in = tl.load(delta_ptr + ptrs + 1, mask=offs_l[:, None] + 1 < length, other=0.0)
-    dout_in = tl.load(dout_ptr + ptrs, mask=l_mask, other=0.0)
-    z_in = tl.load(z_ptr + ptrs, mask=l_mask & HAS_Z, other=0.0)
-    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
-    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_l, dstate, length, C_FIXED, DT)
+    # tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is processed
+    last = (n_tiles - 1) * BLOCK_L + offs_t
+    lmask = (last[:, None] < length) & PREFETCH
+    lptrs = row[None, :] + last[:, None]
+    u_in = tl.load(u_ptr + lptrs, mask=lmask, other=0.0)
+    dt_in = tl.load(delta_ptr + lptrs, mask=lmask, other=0.0)
+    dtn_in = tl.load(delta_ptr + lptrs + 1, mask=lmask & (last[:, None] + 1 < length), other=0.0)
+    dout_in = tl.load(dout_ptr + lptrs, mask=lmask, other=0.0)
+    z_in = tl.load(z_ptr + lptrs, mask=lmask & HAS_Z, other=0.0)
+    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, last, dstate, length, B_FIXED, DT)
+    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, last, dstate, length, C_FIXED, DT)
     for i in range(n_tiles):
         tile = n_tiles - 1 - i
-        offs_l_nx = offs_l - BLOCK_L
-        l_mask_nx = (offs_l_nx[:, None] < length) & (offs_l_nx[:, None] >= 0)
-        ptrs_nx = ptrs - BLOCK_L
-        u_nx = tl.load(u_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
-        dt_nx = tl.load(delta_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
-        dtn_nx = tl.load(delta_ptr + ptrs_nx + 1, mask=l_mask_nx & (offs_l_nx[:, None] + 1 < length), other=0.0)
-        dout_nx = tl.load(dout_ptr + ptrs_nx, mask=l_mask_nx, other=0.0)
-        z_nx = tl.load(z_ptr + ptrs_nx, mask=l_mask_nx & HAS_Z, other=0.0)
-        Bt_nx = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, tl.where(offs_l_nx >= 0, offs_l_nx,
-                         length), dstate, length, B_FIXED, DT)
-        Ct_nx = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, tl.where(offs_l_nx >= 0, offs_l_nx,
-                         length), dstate, length, C_FIXED, DT)
+        offs_l = tile * BLOCK_L + offs_t
+        l_mask = offs_l[:, None] < length
+        ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
+        offs_ld = offs_l - BLOCK_L * PREFETCH
+        mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= 0)
+        ptrs_ld = ptrs - BLOCK_L * PREFETCH
+        u_ld = tl.load(u_ptr + ptrs_ld, mask=mask_ld, other=0.0)
+        dt_ld = tl.load(delta_ptr + ptrs_ld, mask=mask_ld, other=0.0)
+        dtn_ld = tl.load(delta_ptr + ptrs_ld + 1, mask=mask_ld & (offs_ld[:, None] + 1 < length), other=0.0)
+        dout_ld = tl.load(dout_ptr + ptrs_ld, mask=mask_ld, other=0.0)
+        z_ld = tl.load(z_ptr + ptrs_ld, mask=mask_ld & HAS_Z, other=0.0)
+        offs_bc = tl.where(offs_ld >= 0, offs_ld, length)  # before the start: masked out
+        Bt_ld = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_bc, dstate, length, B_FIXED, DT)
+        Ct_ld = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_bc, dstate, length, C_FIXED, DT)
+        if not PREFETCH:
+            u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
         next_mask = offs_l[:, None] + 1 < length
         u = u_in.to(DT)
@@ -321,8 +325,8 @@ def _scan_bwd_kernel(
             bc_ptrs = b * stride_C_b + gC * stride_C_g + offs_n[None, :] * length + offs_l[:, None]
             tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 2), mask=bc_mask, sem="relaxed")
 
-        offs_l, l_mask, ptrs = offs_l_nx, l_mask_nx, ptrs_nx
-        u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_nx, dt_nx, dtn_nx, dout_nx, z_nx, Bt_nx, Ct_nx
+        if PREFETCH:
+            u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
     tl.store(dA_ptr + nd_ptrs, dA_acc, mask=n_mask)
     if B_FIXED:
@@ -347,28 +351,28 @@ def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int]:
 
 
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
-    """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps): lanes over channels and states, the tile's L inside each thread.
+    """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps, PREFETCH): lanes over channels and states, L inside each thread.
 
-    Chosen with benchmarks/scan_sweep.py on an H100 (benchmarks/NOTES.md): blocks of 16 channels, ~64 tile
-    elements a thread forward and ~32 backward (more spill); narrower channel blocks when batch * dim gives
-    too few programs to fill the GPU (long sequences at small batch).
+    Chosen with benchmarks/scan_sweep.py on an H100 (table in benchmarks/NOTES.md): narrow channel blocks
+    (more programs, more warps in flight to hide the latency of the sequential loop), ~64 tile elements a
+    thread forward and ~32 backward (its live set is larger and spills beyond that).
     """
     block_n = _block_n(dstate)
     block_l = _block_l(length, dstate)
-    wanted = 16
+    wanted = 8 if block_n >= 8 else 16
     while wanted > 2 and batch * dim // wanted < 1024:
         wanted //= 2
     block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), wanted)
     per_thread = 32 if backward else 64
     num_warps = min(8, max(1, block_d * block_n * block_l // (32 * per_thread)))
-    return block_d, block_n, block_l, num_warps
+    return block_d, block_n, block_l, num_warps, not backward
 
 
 def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states):
     batch, dim, length = u.shape
     dstate = A.shape[1]
     state_dtype, DT = _compute_dtype(u)
-    block_d, block_n, block_l, num_warps = _launch_config(batch, dim, B, C, dstate, length, backward=False)
+    block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, False)
     n_tiles = triton.cdiv(length, block_l)
     out = torch.empty_like(u)
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=state_dtype)
@@ -384,7 +388,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
         dim, length, dstate, n_tiles, dpg_B, dpg_C, sBb, sBg, sCb, sCg,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, num_warps=num_warps,
     )
     return out, last, states
 
@@ -393,7 +397,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     batch, dim, length = u.shape
     dstate = A.shape[1]
     state_dtype, DT = _compute_dtype(u)
-    block_d, block_n, block_l, num_warps = _launch_config(batch, dim, B, C, dstate, length, backward=True)
+    block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, True)
     n_tiles = triton.cdiv(length, block_l)
     if chunk_states.shape != (batch, dim, n_tiles, dstate):
         raise RuntimeError(f"saved chunk states have shape {tuple(chunk_states.shape)}, "
@@ -422,7 +426,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
         dim, length, dstate, n_tiles, dpg_B, dpg_C, sBb, sBg, sCb, sCg,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, HAS_DLAST=dlast_state is not None, DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, num_warps=num_warps,
     )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
