@@ -40,13 +40,13 @@ def _block_n(dstate: int) -> int:
 
 
 # Longest tile in steps; tests lower it to force many tiles at small L.
-MAX_TILE_L = 64
+MAX_TILE_L = 32
 
 
 def _block_l(length: int, dstate: int) -> int:
     """Steps per tile, held inside each thread. Also the spacing of the saved states: depends on (L, N) only."""
-    cap = max(8, min(MAX_TILE_L, 256 // _block_n(dstate), 32))  # N=16 -> 16, N<=8 -> 32
-    return max(8, min(triton.next_power_of_2(length), cap))
+    cap = min(MAX_TILE_L, 8 if _block_n(dstate) >= 8 else 32)  # H100 sweep: N=16 -> 8 steps, N=1 -> 32
+    return max(2, min(triton.next_power_of_2(length), cap))
 
 
 def num_state_chunks(batch: int, dim: int, length: int, dstate: int) -> int:
@@ -353,19 +353,19 @@ def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int]:
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
     """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps, PREFETCH): lanes over channels and states, L inside each thread.
 
-    Chosen with benchmarks/scan_sweep.py on an H100 (table in benchmarks/NOTES.md): narrow channel blocks
-    (more programs, more warps in flight to hide the latency of the sequential loop), ~64 tile elements a
-    thread forward and ~32 backward (its live set is larger and spills beyond that).
+    From benchmarks/scan_sweep.py on an H100 (table in benchmarks/NOTES.md): small tiles of 8 channels and one
+    warp win - more programs in flight hide the latency of the sequential loop, and the backward's larger live
+    set does not spill; channel blocks of 4 when batch * dim gives too few programs (long sequences at small
+    batch); loading the next tile ahead pays only for small N, where the loop is memory-bound.
     """
     block_n = _block_n(dstate)
     block_l = _block_l(length, dstate)
-    wanted = 8 if block_n >= 8 else 16
-    while wanted > 2 and batch * dim // wanted < 1024:
+    wanted = 8
+    while wanted > 4 and batch * dim // wanted < 1024:
         wanted //= 2
     block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), wanted)
-    per_thread = 32 if backward else 64
-    num_warps = min(8, max(1, block_d * block_n * block_l // (32 * per_thread)))
-    return block_d, block_n, block_l, num_warps, not backward
+    num_warps = min(8, max(1, block_d * block_n * block_l // (32 * 32)))
+    return block_d, block_n, block_l, num_warps, block_n < 8
 
 
 def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states):
