@@ -1,0 +1,138 @@
+"""The ``mambaeye`` command line (also ``python -m mambaeye``).
+
+    mambaeye demo                 # the selective scan: each backend against the reference, and timings
+    mambaeye backends             # which scan backends run here
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from mambaeye import __version__
+from mambaeye.ops import available_backends, selective_scan
+
+_GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def _scan_inputs(batch: int, dim: int, length: int, dstate: int, device: str, dtype: torch.dtype) -> dict:
+    """Vim-like inputs: per-step B/C (B, N, L), z gate, D skip, dt bias with softplus."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def randn(*shape, scale=1.0, dt=dtype):
+        return (scale * torch.randn(*shape, generator=g, dtype=torch.float64)).to(device=device, dtype=dt)
+
+    return dict(
+        u=randn(batch, dim, length), delta=randn(batch, dim, length, scale=0.5),
+        A=-(torch.rand(dim, dstate, generator=g, dtype=torch.float64) + 0.5).to(device, torch.float32),
+        B=randn(batch, dstate, length), C=randn(batch, dstate, length), D=randn(dim, dt=torch.float32),
+        z=randn(batch, dim, length), delta_bias=randn(dim, dt=torch.float32),
+    )
+
+
+def _outputs_and_grads(inputs: dict, backend: str) -> list[torch.Tensor]:
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()}
+    out, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend=backend)
+    weight = torch.linspace(-1, 1, out.numel(), dtype=torch.float64, device=out.device).view_as(out)
+    ((out.double() * weight).sum() + last.double().sum()).backward()
+    return [out, last] + [leaves[k].grad for k in _GRAD_NAMES]
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _median_ms(fn: Callable[[], object], device: str, repeats: int, warmup: bool = True) -> float:
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def demo(args: argparse.Namespace) -> int:
+    device = args.device
+    backends = [b for b in available_backends(device) if b != "naive"]
+    print(f"mambaeye {__version__}: selective scan on {device} (torch {torch.__version__}); "
+          f"backends here: {', '.join(available_backends(device))}\n")
+
+    # 1. correctness: every backend against the sequential reference run in float64
+    shape = dict(batch=2, dim=16, length=197, dstate=16)
+    inputs = _scan_inputs(**shape, device=device, dtype=torch.float32)
+    reference = _outputs_and_grads({k: v.double() for k, v in inputs.items()}, "naive")
+    names = ["out", "last_state"] + ["d" + n for n in _GRAD_NAMES]
+    print(f"Relative error against the float64 reference, float32 inputs, "
+          f"B{shape['batch']} D{shape['dim']} L{shape['length']} N{shape['dstate']}:")
+    print("| backend | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    worst = 0.0
+    for backend in ["naive"] + backends:
+        errors = [_rel_err(a, b) for a, b in zip(_outputs_and_grads(inputs, backend), reference, strict=True)]
+        worst = max(worst, *errors)
+        print(f"| {backend} | " + " | ".join(f"{e:.1e}" for e in errors) + " |")
+
+    # 2. speed: forward, and forward + backward
+    b, d, l, n = args.shape
+    inputs = _scan_inputs(b, d, l, n, device=device, dtype=torch.float32)
+    print(f"\nMedian time (ms), float32, B{b} D{d} L{l} N{n}:")
+    print("| backend | forward | forward + backward |\n|---|---|---|")
+    timed = (["naive"] if not args.skip_naive else []) + backends
+    for backend in timed:
+        def fwd(backend=backend):
+            with torch.no_grad():
+                selective_scan(**inputs, delta_softplus=True, backend=backend)
+
+        slow = backend == "naive"  # the reference is timed once, its backward (autograd through L steps) on ask
+        fwd_ms = _median_ms(fwd, device, 1 if slow else args.repeats, warmup=not slow)
+        if slow and not args.naive_backward:
+            bwd_txt = "not timed (--naive-backward: many seconds)"
+        else:
+            bwd_ms = _median_ms(lambda backend=backend: _outputs_and_grads(inputs, backend), device,
+                                1 if slow else args.repeats, warmup=not slow)
+            bwd_txt = f"{bwd_ms:.2f}"
+        print(f"| {backend} | {fwd_ms:.2f} | {bwd_txt} |", flush=True)
+    ok = worst < 1e-4
+    print(f"\n{'OK' if ok else 'FAILED'}: worst relative error {worst:.1e} (float32 inputs; bound 1e-4)")
+    return 0 if ok else 1
+
+
+def backends(args: argparse.Namespace) -> int:
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        print(f"{device}: {', '.join(available_backends(device))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mambaeye", description="Mamba for vision on one selective-scan core.")
+    parser.add_argument("--version", action="version", version=f"mambaeye {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="check every scan backend against the reference and time them")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--shape", type=int, nargs=4, default=[2, 64, 3136, 16], metavar=("B", "D", "L", "N"),
+                   help="timing shape (default: 2 64 3136 16)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--skip-naive", action="store_true", help="do not time the (slow) naive reference")
+    p.add_argument("--naive-backward", action="store_true", help="also time the naive reference's backward")
+    p.set_defaults(func=demo)
+
+    p = sub.add_parser("backends", help="list the scan backends available on this machine")
+    p.set_defaults(func=backends)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
