@@ -98,6 +98,20 @@ def test_triton_many_tiles(monkeypatch, bc, groups):
 
 @needs_triton
 @pytest.mark.parametrize("prefetch", [False, True], ids=["plain", "prefetch"])
+@pytest.mark.parametrize("bc,groups", [("step", 1), ("grouped", 2), ("fixed", 1)])
+def test_triton_sequence_split(monkeypatch, bc, groups, prefetch):
+    """The forward split across programs along L (segment end states chained): outputs, states, gradients."""
+    default = triton_scan._launch_config
+    monkeypatch.setattr(triton_scan, "_launch_config", lambda *args: (*default(*args)[:4], prefetch))
+    monkeypatch.setattr(triton_scan, "MAX_TILE_L", 4)
+    monkeypatch.setattr(triton_scan, "TARGET_PROGRAMS", 1 << 20)
+    assert triton_scan._num_segments(4, triton_scan.num_state_chunks(2, 4, 221, 4)) == 3  # 56 tiles of 4 steps
+    inputs = make_inputs(2, 4, 221, 4, bc=bc, groups=groups)
+    assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
+
+
+@needs_triton
+@pytest.mark.parametrize("prefetch", [False, True], ids=["plain", "prefetch"])
 def test_triton_prefetch_switch(monkeypatch, prefetch):
     """Both loop forms (loading the next tile ahead, or not) in forward and backward."""
     default = triton_scan._launch_config

@@ -96,10 +96,56 @@ def _load_bc(ptr, stride_b, stride_g, b, g, offs_d, offs_n, offs_l, dstate, leng
 
 
 @triton.jit
+def _scan_segment_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hend_ptr, dtsum_ptr,
+    dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr, DT: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    """Pass 1 of a sequence split across programs: each segment's end state from a zero start, and sum(dt)
+    over the segment (its total decay is exp(A * sum dt)). hend: (B, D, n_seg, N); dtsum: (B, D, n_seg)."""
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    seg = tl.program_id(2)
+    d0 = pid_d * BLOCK_D
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = tl.arange(0, BLOCK_L)
+    gB = d0 // dim_per_group_B
+    n_mask = offs_n[:, None] < dstate
+    A2 = tl.load(A_ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=n_mask, other=0.0).to(DT) * 1.4426950408889634
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(DT)
+    row = (b * dim + offs_d) * length
+    h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    dt_total = tl.zeros((BLOCK_D,), dtype=DT)
+    for tile in range(seg * tiles_per_seg, (seg + 1) * tiles_per_seg):
+        offs_l = tile * BLOCK_L + offs_t
+        l_mask = offs_l[:, None] < length
+        ptrs = row[None, :] + offs_l[:, None]
+        u = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+        dt = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+        if HAS_BIAS:
+            dt += bias[None, :]
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        dt = tl.where(l_mask, dt, 0.0)
+        Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
+        decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
+        x = (dt * u)[:, None, :] * Bt
+        x = tl.where(offs_t[:, None, None] == 0, x + decay * h[None, :, :], x)
+        _, hs = tl.associative_scan((decay, x), 0, _combine)
+        h = tl.sum(tl.where(offs_t[:, None, None] == BLOCK_L - 1, hs, 0.0), 0)
+        dt_total += tl.sum(dt, 0)
+    tl.store(hend_ptr + ((b * dim + offs_d[None, :]) * n_seg + seg) * dstate + offs_n[:, None], h, mask=n_mask)
+    tl.store(dtsum_ptr + (b * dim + offs_d) * n_seg + seg, dt_total)
+
+
+@triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-    out_ptr, last_ptr, states_ptr,
-    dim, length, dstate, n_tiles,
+    out_ptr, last_ptr, states_ptr, hend_ptr, dtsum_ptr,
+    dim, length, dstate, n_tiles, tiles_per_seg, n_seg,
     dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
@@ -107,8 +153,11 @@ def _scan_fwd_kernel(
 ):
     # Tiles are (BLOCK_L, BLOCK_N, BLOCK_D): L first, so Triton's default layout puts the lanes on channels and
     # states and keeps the whole L extent of a tile inside each thread - the scan is then a sequential loop.
+    # With n_seg > 1 the sequence is split across programs (axis 2): segment s enters with the state chained
+    # from the end states of segments 0..s-1 that _scan_segment_kernel wrote.
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
+    seg = tl.program_id(2)
     d0 = pid_d * BLOCK_D
     offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
@@ -127,20 +176,28 @@ def _scan_fwd_kernel(
 
     row = (b * dim + offs_d) * length  # (BD,) start of each channel's sequence
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    for prev in range(seg):  # h_end(s) = exp(A sum dt over s) h_end(s-1) + h_end from zero(s)
+        dt_sum = tl.load(dtsum_ptr + (b * dim + offs_d) * n_seg + prev).to(DT)
+        h_end = tl.load(hend_ptr + ((b * dim + offs_d[None, :]) * n_seg + prev) * dstate + offs_n[:, None],
+                        mask=n_mask, other=0.0).to(DT)
+        h = tl.exp2(A2 * dt_sum[None, :]) * h + h_end
+    first_tile = seg * tiles_per_seg
+    end_tile = tl.minimum(first_tile + tiles_per_seg, n_tiles)
     # With PREFETCH the next tile's inputs are loaded while this tile is scanned (software pipelining; loads
     # past the end are fully masked and move nothing). It costs registers, so it is a tuning switch.
-    first = offs_t[:, None] < length
-    u_in = tl.load(u_ptr + row[None, :] + offs_t[:, None], mask=first & PREFETCH, other=0.0)
-    dt_in = tl.load(delta_ptr + row[None, :] + offs_t[:, None], mask=first & PREFETCH, other=0.0)
-    z_in = tl.load(z_ptr + row[None, :] + offs_t[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
-    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_t, dstate, length, B_FIXED, DT)
-    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_t, dstate, length, C_FIXED, DT)
-    for tile in range(n_tiles):
+    offs_first = first_tile * BLOCK_L + offs_t
+    first = offs_first[:, None] < length
+    u_in = tl.load(u_ptr + row[None, :] + offs_first[:, None], mask=first & PREFETCH, other=0.0)
+    dt_in = tl.load(delta_ptr + row[None, :] + offs_first[:, None], mask=first & PREFETCH, other=0.0)
+    z_in = tl.load(z_ptr + row[None, :] + offs_first[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
+    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_first, dstate, length, B_FIXED, DT)
+    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_first, dstate, length, C_FIXED, DT)
+    for tile in range(first_tile, end_tile):
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
         ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
         offs_ld = offs_l + BLOCK_L * PREFETCH
-        mask_ld = offs_ld[:, None] < length
+        mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] < end_tile * BLOCK_L)
         u_ld = tl.load(u_ptr + ptrs + BLOCK_L * PREFETCH, mask=mask_ld, other=0.0)
         dt_ld = tl.load(delta_ptr + ptrs + BLOCK_L * PREFETCH, mask=mask_ld, other=0.0)
         z_ld = tl.load(z_ptr + ptrs + BLOCK_L * PREFETCH, mask=mask_ld & HAS_Z, other=0.0)
@@ -178,7 +235,7 @@ def _scan_fwd_kernel(
         if PREFETCH:
             u_in, dt_in, z_in, Bt, Ct = u_ld, dt_ld, z_ld, Bt_ld, Ct_ld
 
-    tl.store(last_ptr + nd_ptrs, h, mask=n_mask)
+    tl.store(last_ptr + nd_ptrs, h, mask=n_mask & (seg == n_seg - 1))
 
 
 @triton.jit
@@ -355,17 +412,33 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
 
     From benchmarks/scan_sweep.py on an H100 (table in benchmarks/NOTES.md): small tiles of 8 channels and one
     warp win - more programs in flight hide the latency of the sequential loop, and the backward's larger live
-    set does not spill; channel blocks of 4 when batch * dim gives too few programs (long sequences at small
-    batch); loading the next tile ahead pays only for small N, where the loop is memory-bound.
+    set does not spill. With too few programs (long sequences at small batch) the forward splits the sequence
+    (_num_segments) and the backward narrows its channel blocks to 4. Loading the next tile ahead pays only
+    for small N, where the loop is memory-bound.
     """
     block_n = _block_n(dstate)
     block_l = _block_l(length, dstate)
     wanted = 8
-    while wanted > 4 and batch * dim // wanted < 1024:
+    while backward and wanted > 4 and batch * dim // wanted < 1024:
         wanted //= 2
     block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), wanted)
     num_warps = min(8, max(1, block_d * block_n * block_l // (32 * 32)))
     return block_d, block_n, block_l, num_warps, block_n < 8
+
+
+# Programs wanted in flight; below it the forward splits the sequence across programs. Tests lower it.
+TARGET_PROGRAMS = 4096
+
+
+def _num_segments(programs: int, n_tiles: int) -> int:
+    """Sequence segments for the forward: enough programs to fill the GPU, at least 16 tiles a segment.
+
+    Splitting costs a first pass over u, delta and B (to get each segment's end state), about half a forward,
+    so it pays only where batch * dim alone leaves the GPU mostly idle (long sequences at small batch).
+    """
+    if programs >= TARGET_PROGRAMS:
+        return 1
+    return max(1, min(triton.cdiv(TARGET_PROGRAMS, programs), n_tiles // 16))
 
 
 def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states):
@@ -380,12 +453,24 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
               else u.new_empty(0, dtype=state_dtype))
     dpg_B, sBb, sBg = _bc_args(B, dim)
     dpg_C, sCb, sCg = _bc_args(C, dim)
-    grid = (dim // block_d, batch)
+    n_seg = _num_segments(batch * (dim // block_d), n_tiles)
+    tiles_per_seg = triton.cdiv(n_tiles, n_seg)
+    n_seg = triton.cdiv(n_tiles, tiles_per_seg)
+    hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
+    dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
+    if n_seg > 1:  # the last segment's summary is never read
+        _scan_segment_kernel[(dim // block_d, batch, n_seg - 1)](
+            u, delta, A, B, delta_bias if delta_bias is not None else u, hend, dtsum,
+            dim, length, dstate, tiles_per_seg, n_seg, dpg_B, sBb, sBg,
+            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=num_warps,
+        )
+    grid = (dim // block_d, batch, n_seg)
     _scan_fwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
         delta_bias if delta_bias is not None else u,
-        out, last, states,
-        dim, length, dstate, n_tiles, dpg_B, dpg_C, sBb, sBg, sCb, sCg,
+        out, last, states, hend, dtsum,
+        dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, sBb, sBg, sCb, sCg,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
         BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, num_warps=num_warps,
