@@ -104,6 +104,7 @@ def test_triton_sequence_split(monkeypatch, bc, groups, prefetch):
     default = triton_scan._launch_config
     monkeypatch.setattr(triton_scan, "_launch_config", lambda *args: (*default(*args)[:4], prefetch))
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 4)
+    monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", 1 << 20)
     monkeypatch.setattr(triton_scan, "TARGET_PROGRAMS", 1 << 20)
     assert triton_scan._num_segments(4, triton_scan.num_state_chunks(2, 4, 221, 4)) == 3  # 56 tiles of 4 steps
     inputs = make_inputs(2, 4, 221, 4, bc=bc, groups=groups)

@@ -426,8 +426,11 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
     return block_d, block_n, block_l, num_warps, block_n < 8
 
 
-# Programs wanted in flight; below it the forward splits the sequence across programs. Tests lower it.
-TARGET_PROGRAMS = 4096
+# Below MIN_PROGRAMS (batch x channel blocks) the forward splits the sequence across programs until about
+# TARGET_PROGRAMS run. H100: vim_ti_1248 (384 programs) fwd 1.04 -> 0.53 ms split; long_1d (1536 programs)
+# and vmamba_v0_stage1 (3072) got slower split (0.74 -> 1.10, 1.08 -> 1.46 ms). Tests lower the thresholds.
+MIN_PROGRAMS = 1024
+TARGET_PROGRAMS = 8192
 
 
 def _num_segments(programs: int, n_tiles: int) -> int:
@@ -436,7 +439,7 @@ def _num_segments(programs: int, n_tiles: int) -> int:
     Splitting costs a first pass over u, delta and B (to get each segment's end state), about half a forward,
     so it pays only where batch * dim alone leaves the GPU mostly idle (long sequences at small batch).
     """
-    if programs >= TARGET_PROGRAMS:
+    if programs >= MIN_PROGRAMS:
         return 1
     return max(1, min(triton.cdiv(TARGET_PROGRAMS, programs), n_tiles // 16))
 
