@@ -2,6 +2,9 @@
 
     mambaeye demo                 # the selective scan: each backend against the reference, and timings
     mambaeye backends             # which scan backends run here
+    mambaeye list [PATTERN]       # registered models
+    mambaeye info NAME [--img-size N]              # parameters, FLOPs, activation memory, per stage
+    mambaeye convert OFFICIAL.pth OUT.safetensors [--model NAME] [--ema] [--allow-unused]
 """
 
 from __future__ import annotations
@@ -114,6 +117,30 @@ def backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_cmd(args: argparse.Namespace) -> int:
+    from mambaeye.models import list_models
+
+    for name in list_models(args.pattern):
+        print(name)
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    from mambaeye.models import profile
+
+    print(profile(args.name, img_size=args.img_size, batch_size=args.batch_size).table())
+    return 0
+
+
+def convert(args: argparse.Namespace) -> int:
+    from mambaeye.convert import convert_checkpoint
+
+    report = convert_checkpoint(args.source, args.output, model_name=args.model, use_ema=args.ema,
+                                allow_unused=args.allow_unused)
+    print(report.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambaeye", description="Mamba for vision on one selective-scan core.")
     parser.add_argument("--version", action="version", version=f"mambaeye {__version__}")
@@ -130,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backends", help="list the scan backends available on this machine")
     p.set_defaults(func=backends)
+
+    p = sub.add_parser("list", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(func=list_cmd)
+
+    p = sub.add_parser("info", help="parameters, FLOPs (scan counted as ~9 B D L N) and activation memory")
+    p.add_argument("name")
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.set_defaults(func=info)
+
+    p = sub.add_parser("convert", help="convert an official checkpoint to safetensors + a JSON config")
+    p.add_argument("source", help="official .pth (Vim or VMamba), or a converted .safetensors")
+    p.add_argument("output", help="output .safetensors path (the JSON config is written beside it)")
+    p.add_argument("--model", default=None, help="model name (default: detected from the keys and shapes)")
+    p.add_argument("--ema", action="store_true", help="take model_ema instead of model")
+    p.add_argument("--allow-unused", action="store_true", help="drop checkpoint keys the model does not use")
+    p.set_defaults(func=convert)
     return parser
 
 

@@ -140,7 +140,10 @@ def cross_selective_scan(
     if channel_last or out_norm:
         y = y.movedim(1, -1)  # (B, *spatial, D)
     if out_norm:
-        y = F.layer_norm(y, (dim,), out_norm_weight, out_norm_bias, out_norm_eps)
+        # with force_fp32 the scan's output is float32 while a bf16-cast model's norm weights are bf16
+        weight = out_norm_weight.to(y.dtype) if out_norm_weight is not None else None
+        bias = out_norm_bias.to(y.dtype) if out_norm_bias is not None else None
+        y = F.layer_norm(y, (dim,), weight, bias, out_norm_eps)
         if not channel_last:
             y = y.movedim(-1, 1)
     return y.to(x.dtype)

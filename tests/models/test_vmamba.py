@@ -1,0 +1,146 @@
+"""VMamba v2 / v0: forward/backward of every variant, sizes, the 4 stage maps, official layout and init,
+gradient checkpointing, torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mambaeye.models import VSSM, create_model
+from mambaeye.models.vmamba import LayerNorm2d, PatchMerging2D
+
+from ._small import VMAMBA, small
+from .test_vim import _grads_ok
+
+
+@pytest.mark.parametrize("name", VMAMBA)
+def test_forward_backward_every_parameter_gets_a_gradient(name):
+    model = create_model(name, **small(name))
+    out = model(torch.randn(2, 3, 64, 96))
+    assert out.shape == (2, 7)
+    out.square().sum().backward()
+    assert _grads_ok(model) == []
+
+
+@pytest.mark.parametrize("name", ["vmamba_tiny", "vmamba_tiny_v0"])
+def test_features_only_gives_four_maps_at_strides_4_to_32(name):
+    feats = create_model(name, features_only=True, **small(name))
+    assert feats.feature_info.reduction() == [4, 8, 16, 32]
+    assert feats.feature_info.channels() == [96, 192, 384, 768]
+    for h, w in ((64, 96), (96, 32)):
+        maps = feats(torch.randn(2, 3, h, w))
+        assert [tuple(m.shape) for m in maps] == [(2, 96 * 2**i, h // 4 // 2**i, w // 4 // 2**i) for i in range(4)]
+    sum(m.mean() for m in maps).backward()
+    assert _grads_ok(feats) == []  # the unused classifier norm and head were pruned
+
+
+def test_out_indices_prune_the_later_stages():
+    feats = create_model("vmamba_small", features_only=True, out_indices=(1, 2), **small("vmamba_small"))
+    assert len(feats.model.layers) == 3 and isinstance(feats.model.layers[-1].downsample, torch.nn.Identity)
+    assert [m.shape[1:] for m in feats(torch.randn(1, 3, 64, 64))] == [(192, 8, 8), (384, 4, 4)]
+
+
+def test_intermediates_are_the_stage_outputs_before_downsampling():
+    model = create_model("vmamba_tiny", **small("vmamba_tiny")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    final, maps = model.forward_intermediates(x)
+    torch.testing.assert_close(final, model.forward_features(x))
+    stage_in = model.layers[0].forward_blocks(model.patch_embed(x))
+    torch.testing.assert_close(maps[0], stage_in)
+    torch.testing.assert_close(maps[1], model.layers[1].forward_blocks(model.layers[0].downsample(stage_in)))
+
+
+@pytest.mark.parametrize("size", [(70, 64), (64, 48), (16, 32)])
+def test_sizes_not_divisible_by_32_are_refused(size):
+    model = create_model("vmamba_tiny", **small("vmamba_tiny"))
+    with pytest.raises(ValueError, match="divisible by 32"):
+        model(torch.randn(1, 3, *size))
+
+
+def test_two_resolutions():
+    model = create_model("vmamba_tiny_v0", **small("vmamba_tiny_v0")).eval()
+    assert model.forward_features(torch.randn(1, 3, 64, 64)).shape == (1, 768, 2, 2)
+    assert model.forward_features(torch.randn(1, 3, 32, 160)).shape == (1, 768, 1, 5)
+    assert model(torch.randn(1, 3, 32, 160)).shape == (1, 7)
+
+
+def test_official_layout_v2_and_v0():
+    with torch.device("meta"):
+        v2 = create_model("vmamba_tiny")
+        v0 = create_model("vmamba_tiny_v0")
+    k2, k0 = v2.state_dict(), v0.state_dict()
+    assert {k for k in k2 if k.startswith("patch_embed.")} == {f"patch_embed.{i}.{w}" for i in (0, 2, 5, 7)
+                                                                 for w in ("weight", "bias")}
+    assert k2["layers.0.downsample.1.weight"].shape == (192, 96, 3, 3)
+    assert k2["layers.2.blocks.7.mlp.fc1.weight"].shape == (1536, 384)
+    assert k2["layers.0.blocks.0.op.x_proj_weight"].shape == (4, 6 + 2, 96)  # ssm_ratio 1, d_state 1
+    assert "layers.0.blocks.0.op.conv2d.bias" not in k2 and "layers.3.downsample.1.weight" not in k2
+    assert k2["classifier.head.weight"].shape == (1000, 768)
+    assert k0["patch_embed.0.weight"].shape == (96, 3, 4, 4)
+    assert k0["layers.0.downsample.reduction.weight"].shape == (192, 384)
+    assert k0["layers.0.downsample.norm.weight"].shape == (384,)
+    assert k0["layers.2.blocks.8.op.in_proj.weight"].shape == (1536, 384)  # x and z
+    assert not any(".mlp." in k or ".norm2." in k for k in k0)
+
+
+def test_patch_merging_order():
+    pm = PatchMerging2D(2, 3)
+    x = torch.randn(1, 4, 6, 2)  # (B, H, W, C)
+    expected = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+    torch.testing.assert_close(pm(x), pm.reduction(pm.norm(expected)))
+    odd = pm(torch.randn(1, 5, 3, 2))  # padded
+    assert odd.shape == (1, 3, 2, 3)
+    cf = PatchMerging2D(2, 3, channel_first=True)
+    cf.load_state_dict(pm.state_dict())
+    torch.testing.assert_close(cf(x.permute(0, 3, 1, 2)), pm(x).permute(0, 3, 1, 2))
+
+
+def test_layer_norm_2d():
+    norm = LayerNorm2d(5)
+    x = torch.randn(2, 5, 3, 4)
+    torch.testing.assert_close(norm(x), F.layer_norm(x.permute(0, 2, 3, 1), (5,)).permute(0, 3, 1, 2))
+
+
+def test_official_initialisation():
+    model = create_model("vmamba_tiny", depths=(1, 1, 2, 1))
+    fc1 = model.layers[2].blocks[1].mlp.fc1
+    # trunc_normal_(std=0.02) as timm's: truncated at +-2 absolute, i.e. practically a plain normal
+    assert 0.019 < fc1.weight.std() < 0.021 and abs(fc1.weight.mean()) < 1e-3
+    assert torch.count_nonzero(fc1.bias) == 0
+    op = model.layers[2].blocks[1].op
+    assert 0.017 < op.in_proj.weight.std() < 0.021
+    assert torch.equal(op.out_norm.weight, torch.ones(384))
+    assert torch.equal(op.A_logs[:, 0], torch.zeros(4 * 384))  # log(1): SS2D's S4D-real init kept
+    assert op.dt_projs_bias.min() < 0  # softplus^-1 of dt in [1e-3, 0.1]: SS2D's dt init kept
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = create_model("vmamba_tiny", **small("vmamba_tiny"))
+    x = torch.randn(2, 3, 64, 64)
+    model(x).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing()
+    model(x).sum().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], msg=n)
+
+
+def test_drop_path_and_constructor_checks():
+    model = VSSM(depths=(1, 2, 1, 1), dims=16, drop_path_rate=0.4)
+    rates = [getattr(b.drop_path, "drop_prob", 0.0) for s in model.layers for b in s.blocks]
+    assert rates == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="one width per stage"):
+        VSSM(depths=(1, 1), dims=[8, 16, 32])
+    with pytest.raises(ValueError, match="downsample_version"):
+        VSSM(depths=(1, 1), dims=8, downsample_version="v2")
+
+
+@pytest.mark.parametrize("name", ["vmamba_tiny", "vmamba_tiny_v0"])
+def test_torch_compile_fullgraph_matches_eager(name):
+    model = create_model(name, **small(name, backend="torch")).eval()
+    x = torch.randn(2, 3, 64, 96)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
