@@ -32,6 +32,10 @@ ssm_ratio=2.0, d_conv=3, conv_bias=True, with_z=True, force_fp32=True)``.
 ``directions``: 1 (row-major), 2 (row-major and reversed) or 4 (official) in 2D; 1, 2 or 6 in 3D. Unlike
 VMamba's "v051d"/"v052d" ablations, which keep 4 parameter sets and scan duplicated sequences, K here is the
 number of parameter sets. A_logs, Ds and dt_projs_bias are tagged ``_no_weight_decay``.
+
+``fused`` (default: on with the triton backend in 2D) runs the scan with the direction order inside the
+kernels (:mod:`mambaeye.ops.cross_scan.fused`) instead of writing re-ordered copies; False forces the
+explicit PyTorch cross-scan/merge reference.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class SS2D(nn.Module):
         dt_init_floor: float = 1e-4,
         force_fp32: bool = False,
         backend: str = "auto",
+        fused: bool | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -117,6 +122,7 @@ class SS2D(nn.Module):
         self.spatial_dims = spatial_dims
         self.force_fp32 = force_fp32
         self.backend = backend
+        self.fused = fused
         self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
         self.dt_init, self.dt_scale = dt_init, dt_scale
         factory = {"device": device, "dtype": dtype}
@@ -200,7 +206,7 @@ class SS2D(nn.Module):
             x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds,
             out_norm=True, out_norm_weight=self.out_norm.weight, out_norm_bias=self.out_norm.bias,
             out_norm_eps=self.out_norm.eps, channel_last=not self.channel_first, force_fp32=self.force_fp32,
-            backend=self.backend,
+            backend=self.backend, fused=self.fused,
         )  # (B, Di, *S) or (B, *S, Di)
         if z is not None:
             y = y * z

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..selective_scan import selective_scan
+from ..selective_scan import _resolve_backend, selective_scan
 from .naive import ScanOrder, cross_merge, cross_scan, default_directions, scan_orders, valid_directions
 
 __all__ = [
@@ -90,6 +90,7 @@ def cross_selective_scan(
     force_fp32: bool = False,
     delta_softplus: bool = True,
     backend: str = "auto",
+    fused: bool | None = None,
 ) -> Tensor:
     """VMamba's cross selective scan over a 2D or 3D grid.
 
@@ -111,7 +112,8 @@ def cross_selective_scan(
 
     Returns (B, D, *spatial), or (B, *spatial, D) with ``channel_last``, in x's dtype.
     ``force_fp32`` runs the scan on float32 copies of u, delta, B, C (VMamba v0 does; v2 "v05" does not).
-    ``backend`` is passed to :func:`mambaeye.ops.selective_scan`.
+    ``backend`` is passed to :func:`mambaeye.ops.selective_scan`. ``fused`` (default: when the backend resolves
+    to triton and the grid is 2D) runs :func:`.fused.cross_scan_2d` instead of the explicit re-ordered copies.
     """
     _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias)
     batch, dim, *spatial = x.shape
@@ -120,23 +122,41 @@ def cross_selective_scan(
     rank = dt_projs_weight.shape[2]
     dstate = A_logs.shape[1]
 
-    xs = cross_scan(x, k)  # (B, K, D, L)
-    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)  # (B, K, R + 2N, L)
-    dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
-    dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)  # (B, K, D, L)
+    resolved = _resolve_backend(backend, x)
+    if fused is None:
+        fused = resolved == "triton" and x.dim() == 4
+    if fused and (x.dim() != 4 or resolved != "triton"):
+        raise ValueError(f"fused=True needs a 2D grid and the triton backend (got {x.dim() - 2}D, {resolved!r})")
+    A = -torch.exp(_fp32(A_logs))
+    delta_bias = _fp32(dt_projs_bias.reshape(-1))
 
-    u = xs.reshape(batch, k * dim, length)
-    delta = dts.reshape(batch, k * dim, length)
-    Bs = Bs.contiguous()  # (B, K, N, L): group k = channels k*D..(k+1)*D = direction k
-    Cs = Cs.contiguous()
-    if force_fp32:
-        u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
-    ys = selective_scan(
-        u, delta, -torch.exp(_fp32(A_logs)), Bs, Cs, _fp32(Ds),
-        delta_bias=_fp32(dt_projs_bias.reshape(-1)), delta_softplus=delta_softplus, backend=backend,
-    )  # (B, K * D, L)
+    if fused:
+        from .fused import cross_scan_2d  # imports triton
 
-    y = cross_merge(ys.view(batch, k, dim, length), spatial)  # (B, D, *spatial)
+        # projections of each position, in the grid's own order: no re-ordered copy of x is made
+        u = x.reshape(batch, dim, length)
+        x_dbl = torch.einsum("bdl,kcd->bkcl", u, x_proj_weight)  # (B, K, R + 2N, L)
+        dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
+        delta = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight).reshape(batch, k * dim, length)
+        if force_fp32:
+            u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
+        y = cross_scan_2d(u, delta, A, Bs, Cs, _fp32(Ds), delta_bias, spatial[0], spatial[1],
+                          delta_softplus=delta_softplus).view(batch, dim, *spatial)
+    else:
+        xs = cross_scan(x, k)  # (B, K, D, L)
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)  # (B, K, R + 2N, L)
+        dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)  # (B, K, D, L)
+
+        u = xs.reshape(batch, k * dim, length)
+        delta = dts.reshape(batch, k * dim, length)
+        Bs = Bs.contiguous()  # (B, K, N, L): group k = channels k*D..(k+1)*D = direction k
+        Cs = Cs.contiguous()
+        if force_fp32:
+            u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
+        ys = selective_scan(u, delta, A, Bs, Cs, _fp32(Ds), delta_bias=delta_bias, delta_softplus=delta_softplus,
+                            backend=resolved)  # (B, K * D, L)
+        y = cross_merge(ys.view(batch, k, dim, length), spatial)  # (B, D, *spatial)
     if channel_last or out_norm:
         y = y.movedim(1, -1)  # (B, *spatial, D)
     if out_norm:

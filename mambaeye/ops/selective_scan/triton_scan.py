@@ -79,28 +79,55 @@ def _softplus(x):
 
 
 @triton.jit
-def _load_bc(ptr, stride_b, stride_g, b, g, offs_d, offs_n, offs_l, dstate, length,
+def _load_bc(ptr, stride_b, stride_g, b, g, offs_d, offs_n, offs_l, pos, dstate, length,
              FIXED: tl.constexpr, DT: tl.constexpr):
     """B or C as a tile that broadcasts against (BLOCK_L, BLOCK_N, BLOCK_D).
 
-    fixed (D, N) -> (1, BLOCK_N, BLOCK_D); per step (B, G, N, L) -> (BLOCK_L, BLOCK_N, 1).
+    fixed (D, N) -> (1, BLOCK_N, BLOCK_D); per step (B, G, N, L) -> (BLOCK_L, BLOCK_N, 1), scan step offs_l
+    read at memory position pos (see _seq_index).
     """
     if FIXED:
         ptrs = ptr + offs_d[None, :] * dstate + offs_n[:, None]
         tile = tl.load(ptrs, mask=offs_n[:, None] < dstate, other=0.0).to(DT)[None, :, :]
     else:
-        ptrs = ptr + b * stride_b + g * stride_g + offs_n[None, :] * length + offs_l[:, None]
-        mask = (offs_n[None, :] < dstate) & (offs_l[:, None] < length)
+        ptrs = ptr + b * stride_b + g * stride_g + offs_n[None, :] * length + pos[:, None]
+        mask = (offs_n[None, :] < dstate) & (offs_l[:, None] < length) & (offs_l[:, None] >= 0)
         tile = tl.load(ptrs, mask=mask, other=0.0).to(DT)[:, :, None]
     return tile
 
 
 @triton.jit
+def _seq_index(offs_l, direction, length, H, W, CROSS: tl.constexpr):
+    """Memory position of scan step offs_l.
+
+    CROSS = 0: the plain scan, position = step. CROSS = K in {1, 2, 4}: VMamba's cross-scan of an (H, W) grid
+    stored row-major, read along direction ``direction`` (the group of B/C): K=4 -> row, column, reversed row,
+    reversed column; K=2 -> row, reversed row; K=1 -> row. The re-ordered copies of the reference
+    (mambaeye.ops.cross_scan.cross_scan) are never written: the order lives in these indices.
+    """
+    if CROSS == 0:
+        pos = offs_l
+    else:
+        if CROSS == 4:
+            col = direction % 2
+            rev = direction // 2
+        elif CROSS == 2:
+            col = 0
+            rev = direction
+        else:
+            col = 0
+            rev = 0
+        step = tl.where(rev == 1, length - 1 - offs_l, offs_l)
+        pos = tl.where(col == 1, (step % H) * W + step // H, step)
+    return pos
+
+
+@triton.jit
 def _scan_segment_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hend_ptr, dtsum_ptr,
-    dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g,
+    dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g, u_dim, H, W,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr, DT: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, CROSS: tl.constexpr,
 ):
     """Pass 1 of a sequence split across programs: each segment's end state from a zero start, and sum(dt)
     over the segment (its total decay is exp(A * sum dt)). hend: (B, D, n_seg, N); dtsum: (B, D, n_seg)."""
@@ -116,21 +143,25 @@ def _scan_segment_kernel(
     A2 = tl.load(A_ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=n_mask, other=0.0).to(DT) * 1.4426950408889634
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(DT)
+    direction = d0 // u_dim
     row = (b * dim + offs_d) * length
+    row_u = (b * u_dim + offs_d % u_dim) * length
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dt_total = tl.zeros((BLOCK_D,), dtype=DT)
     for tile in range(seg * tiles_per_seg, (seg + 1) * tiles_per_seg):
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        ptrs = row[None, :] + offs_l[:, None]
-        u = tl.load(u_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+        pos = _seq_index(offs_l, direction, length, H, W, CROSS)
+        ptrs = row[None, :] + pos[:, None]
+        u = tl.load(u_ptr + row_u[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
         dt = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
         if HAS_BIAS:
             dt += bias[None, :]
         if SOFTPLUS:
             dt = _softplus(dt)
         dt = tl.where(l_mask, dt, 0.0)
-        Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, dstate, length, B_FIXED, DT)
+        Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, pos, dstate, length, B_FIXED,
+                      DT)
         decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
         x = (dt * u)[:, None, :] * Bt
         x = tl.where(offs_t[:, None, None] == 0, x + decay * h[None, :, :], x)
@@ -146,10 +177,11 @@ def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     out_ptr, last_ptr, states_ptr, hend_ptr, dtsum_ptr,
     dim, length, dstate, n_tiles, tiles_per_seg, n_seg,
-    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g,
+    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g, u_dim, H, W,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
+    CROSS: tl.constexpr,
 ):
     # Tiles are (BLOCK_L, BLOCK_N, BLOCK_D): L first, so Triton's default layout puts the lanes on channels and
     # states and keeps the whole L extent of a tile inside each thread - the scan is then a sequential loop.
@@ -174,7 +206,10 @@ def _scan_fwd_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(DT)
 
+    # u may be shared by the groups (cross-scan: one u, K directions); delta, z and out have all dim channels
+    direction = d0 // u_dim
     row = (b * dim + offs_d) * length  # (BD,) start of each channel's sequence
+    row_u = (b * u_dim + offs_d % u_dim) * length
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     for prev in range(seg):  # h_end(s) = exp(A sum dt over s) h_end(s-1) + h_end from zero(s)
         dt_sum = tl.load(dtsum_ptr + (b * dim + offs_d) * n_seg + prev).to(DT)
@@ -187,22 +222,29 @@ def _scan_fwd_kernel(
     # past the end are fully masked and move nothing). It costs registers, so it is a tuning switch.
     offs_first = first_tile * BLOCK_L + offs_t
     first = offs_first[:, None] < length
-    u_in = tl.load(u_ptr + row[None, :] + offs_first[:, None], mask=first & PREFETCH, other=0.0)
-    dt_in = tl.load(delta_ptr + row[None, :] + offs_first[:, None], mask=first & PREFETCH, other=0.0)
-    z_in = tl.load(z_ptr + row[None, :] + offs_first[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
-    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_first, dstate, length, B_FIXED, DT)
-    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_first, dstate, length, C_FIXED, DT)
+    pos_first = _seq_index(offs_first, direction, length, H, W, CROSS)
+    u_in = tl.load(u_ptr + row_u[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
+    dt_in = tl.load(delta_ptr + row[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
+    z_in = tl.load(z_ptr + row[None, :] + pos_first[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
+    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_first, pos_first, dstate, length,
+                  B_FIXED, DT)
+    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_first, pos_first, dstate, length,
+                  C_FIXED, DT)
     for tile in range(first_tile, end_tile):
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
+        ptrs = row[None, :] + _seq_index(offs_l, direction, length, H, W, CROSS)[:, None]  # (BL, BD)
         offs_ld = offs_l + BLOCK_L * PREFETCH
         mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] < end_tile * BLOCK_L)
-        u_ld = tl.load(u_ptr + ptrs + BLOCK_L * PREFETCH, mask=mask_ld, other=0.0)
-        dt_ld = tl.load(delta_ptr + ptrs + BLOCK_L * PREFETCH, mask=mask_ld, other=0.0)
-        z_ld = tl.load(z_ptr + ptrs + BLOCK_L * PREFETCH, mask=mask_ld & HAS_Z, other=0.0)
-        Bt_ld = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_ld, dstate, length, B_FIXED, DT)
-        Ct_ld = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_ld, dstate, length, C_FIXED, DT)
+        pos_ld = _seq_index(offs_ld, direction, length, H, W, CROSS)
+        u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
+        dt_ld = tl.load(delta_ptr + row[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
+        z_ld = tl.load(z_ptr + row[None, :] + pos_ld[:, None], mask=mask_ld & HAS_Z, other=0.0)
+        offs_bc = tl.where(offs_ld < end_tile * BLOCK_L, offs_ld, length)  # past the segment: masked out
+        Bt_ld = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_bc, pos_ld, dstate, length,
+                         B_FIXED, DT)
+        Ct_ld = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_bc, pos_ld, dstate, length,
+                         C_FIXED, DT)
         if not PREFETCH:
             u_in, dt_in, z_in, Bt, Ct = u_ld, dt_ld, z_ld, Bt_ld, Ct_ld
 
@@ -243,10 +285,11 @@ def _scan_bwd_kernel(
     dout_ptr, dlast_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
     dim, length, dstate, n_tiles,
-    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g,
+    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g, u_dim, H, W,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
+    CROSS: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -277,34 +320,46 @@ def _scan_bwd_kernel(
     dD_acc = tl.zeros((BLOCK_D,), dtype=DT)
     dbias_acc = tl.zeros((BLOCK_D,), dtype=DT)
 
+    # du is written per channel of dim (cross-scan: per direction, summed over directions by the caller)
+    direction = d0 // u_dim
     row = (b * dim + offs_d) * length
+    row_u = (b * u_dim + offs_d % u_dim) * length
     # tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is processed
     last = (n_tiles - 1) * BLOCK_L + offs_t
     lmask = (last[:, None] < length) & PREFETCH
-    lptrs = row[None, :] + last[:, None]
-    u_in = tl.load(u_ptr + lptrs, mask=lmask, other=0.0)
-    dt_in = tl.load(delta_ptr + lptrs, mask=lmask, other=0.0)
-    dtn_in = tl.load(delta_ptr + lptrs + 1, mask=lmask & (last[:, None] + 1 < length), other=0.0)
-    dout_in = tl.load(dout_ptr + lptrs, mask=lmask, other=0.0)
-    z_in = tl.load(z_ptr + lptrs, mask=lmask & HAS_Z, other=0.0)
-    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, last, dstate, length, B_FIXED, DT)
-    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, last, dstate, length, C_FIXED, DT)
+    lpos1 = _seq_index(last, direction, length, H, W, CROSS)
+    lpos = lpos1[:, None]
+    lpos_next = _seq_index(last + 1, direction, length, H, W, CROSS)[:, None]
+    u_in = tl.load(u_ptr + row_u[None, :] + lpos, mask=lmask, other=0.0)
+    dt_in = tl.load(delta_ptr + row[None, :] + lpos, mask=lmask, other=0.0)
+    dtn_in = tl.load(delta_ptr + row[None, :] + lpos_next, mask=lmask & (last[:, None] + 1 < length), other=0.0)
+    dout_in = tl.load(dout_ptr + row[None, :] + lpos, mask=lmask, other=0.0)
+    z_in = tl.load(z_ptr + row[None, :] + lpos, mask=lmask & HAS_Z, other=0.0)
+    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, last, lpos1, dstate, length, B_FIXED,
+                  DT)
+    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, last, lpos1, dstate, length, C_FIXED,
+                  DT)
     for i in range(n_tiles):
         tile = n_tiles - 1 - i
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        ptrs = row[None, :] + offs_l[:, None]  # (BL, BD)
+        pos = _seq_index(offs_l, direction, length, H, W, CROSS)
+        ptrs = row[None, :] + pos[:, None]  # (BL, BD)
         offs_ld = offs_l - BLOCK_L * PREFETCH
         mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= 0)
-        ptrs_ld = ptrs - BLOCK_L * PREFETCH
-        u_ld = tl.load(u_ptr + ptrs_ld, mask=mask_ld, other=0.0)
-        dt_ld = tl.load(delta_ptr + ptrs_ld, mask=mask_ld, other=0.0)
-        dtn_ld = tl.load(delta_ptr + ptrs_ld + 1, mask=mask_ld & (offs_ld[:, None] + 1 < length), other=0.0)
-        dout_ld = tl.load(dout_ptr + ptrs_ld, mask=mask_ld, other=0.0)
-        z_ld = tl.load(z_ptr + ptrs_ld, mask=mask_ld & HAS_Z, other=0.0)
-        offs_bc = tl.where(offs_ld >= 0, offs_ld, length)  # before the start: masked out
-        Bt_ld = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_bc, dstate, length, B_FIXED, DT)
-        Ct_ld = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_bc, dstate, length, C_FIXED, DT)
+        pos_ld1 = _seq_index(offs_ld, direction, length, H, W, CROSS)
+        pos_ld = pos_ld1[:, None]
+        pos_ld_next = _seq_index(offs_ld + 1, direction, length, H, W, CROSS)[:, None]
+        u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld, mask=mask_ld, other=0.0)
+        dt_ld = tl.load(delta_ptr + row[None, :] + pos_ld, mask=mask_ld, other=0.0)
+        dtn_ld = tl.load(delta_ptr + row[None, :] + pos_ld_next, mask=mask_ld & (offs_ld[:, None] + 1 < length),
+                         other=0.0)
+        dout_ld = tl.load(dout_ptr + row[None, :] + pos_ld, mask=mask_ld, other=0.0)
+        z_ld = tl.load(z_ptr + row[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
+        Bt_ld = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_ld, pos_ld1, dstate, length,
+                         B_FIXED, DT)
+        Ct_ld = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_ld, pos_ld1, dstate, length,
+                         C_FIXED, DT)
         if not PREFETCH:
             u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
@@ -374,12 +429,12 @@ def _scan_bwd_kernel(
         if B_FIXED:
             dB_acc += tl.sum(gx, 0)
         else:
-            bc_ptrs = b * stride_B_b + gB * stride_B_g + offs_n[None, :] * length + offs_l[:, None]
+            bc_ptrs = b * stride_B_b + gB * stride_B_g + offs_n[None, :] * length + pos[:, None]
             tl.atomic_add(dB_ptr + bc_ptrs, tl.sum(gx, 2), mask=bc_mask, sem="relaxed")
         if C_FIXED:
             dC_acc += tl.sum(hdy, 0)
         else:
-            bc_ptrs = b * stride_C_b + gC * stride_C_g + offs_n[None, :] * length + offs_l[:, None]
+            bc_ptrs = b * stride_C_b + gC * stride_C_g + offs_n[None, :] * length + pos[:, None]
             tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 2), mask=bc_mask, sem="relaxed")
 
         if PREFETCH:
@@ -444,13 +499,16 @@ def _num_segments(programs: int, n_tiles: int) -> int:
     return max(1, min(triton.cdiv(TARGET_PROGRAMS, programs), n_tiles // 16))
 
 
-def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states):
-    batch, dim, length = u.shape
+def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, cross=None):
+    """The scan; with ``cross=(K, H, W)`` VMamba's cross-scan of u (B, D, H*W) along K directions, delta
+    (B, K*D, H*W) and B/C (B, K, N, H*W) all in the grid's row-major order, out (B, K*D, H*W) likewise."""
+    batch, dim, length = delta.shape
+    cross_k, grid_h, grid_w = cross if cross is not None else (0, 1, length)
     dstate = A.shape[1]
     state_dtype, DT = _compute_dtype(u)
     block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, False)
     n_tiles = triton.cdiv(length, block_l)
-    out = torch.empty_like(u)
+    out = torch.empty_like(delta, dtype=u.dtype)
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=state_dtype)
     states = (torch.empty(batch, dim, n_tiles, dstate, device=u.device, dtype=state_dtype) if save_states
               else u.new_empty(0, dtype=state_dtype))
@@ -464,9 +522,9 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     if n_seg > 1:  # the last segment's summary is never read
         _scan_segment_kernel[(dim // block_d, batch, n_seg - 1)](
             u, delta, A, B, delta_bias if delta_bias is not None else u, hend, dtsum,
-            dim, length, dstate, tiles_per_seg, n_seg, dpg_B, sBb, sBg,
+            dim, length, dstate, tiles_per_seg, n_seg, dpg_B, sBb, sBg, u.shape[1], grid_h, grid_w,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=num_warps,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, CROSS=cross_k, num_warps=num_warps,
         )
     grid = (dim // block_d, batch, n_seg)
     _scan_fwd_kernel[grid](
@@ -474,15 +532,19 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
         delta_bias if delta_bias is not None else u,
         out, last, states, hend, dtsum,
         dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, sBb, sBg, sCb, sCg,
+        u.shape[1], grid_h, grid_w,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, CROSS=cross_k, num_warps=num_warps,
     )
     return out, last, states
 
 
-def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states):
-    batch, dim, length = u.shape
+def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states,
+                       cross=None):
+    """Gradients of :func:`selective_scan_fwd`; with ``cross``, du is per direction (B, K*D, H*W): sum over K."""
+    batch, dim, length = delta.shape
+    cross_k, grid_h, grid_w = cross if cross is not None else (0, 1, length)
     dstate = A.shape[1]
     state_dtype, DT = _compute_dtype(u)
     block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, True)
@@ -490,7 +552,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     if chunk_states.shape != (batch, dim, n_tiles, dstate):
         raise RuntimeError(f"saved chunk states have shape {tuple(chunk_states.shape)}, "
                            f"expected {(batch, dim, n_tiles, dstate)}")
-    du = torch.empty_like(u)
+    du = torch.empty_like(delta, dtype=u.dtype)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
     per_channel = (batch, dim, dstate)
@@ -511,10 +573,11 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
         delta_bias if delta_bias is not None else placeholder, chunk_states,
         du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
         dD if dD is not None else placeholder, dbias if dbias is not None else placeholder,
-        dim, length, dstate, n_tiles, dpg_B, dpg_C, sBb, sBg, sCb, sCg,
+        dim, length, dstate, n_tiles, dpg_B, dpg_C, sBb, sBg, sCb, sCg, u.shape[1], grid_h, grid_w,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, HAS_DLAST=dlast_state is not None, DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, CROSS=cross_k,
+        num_warps=num_warps,
     )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)

@@ -1,0 +1,109 @@
+"""Fused 2D cross-scan (direction order inside the Triton kernels) against the explicit PyTorch reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mambaeye.ops import available_backends
+from mambaeye.ops.cross_scan import cross_selective_scan
+from mambaeye.ops.selective_scan import triton_scan
+
+from .scan_cases import case_id, rel_err
+
+pytestmark = pytest.mark.skipif("triton" not in available_backends("cpu"), reason="triton is not installed")
+
+
+def _weights(dim, k, rank, dstate, dtype=torch.float64):
+    return dict(
+        x_proj_weight=0.3 * torch.randn(k, rank + 2 * dstate, dim, dtype=dtype),
+        dt_projs_weight=0.3 * torch.randn(k, dim, rank, dtype=dtype),
+        dt_projs_bias=0.5 * torch.randn(k, dim, dtype=dtype),
+        A_logs=torch.log(torch.rand(k * dim, dstate, dtype=dtype) + 0.5),
+        Ds=torch.randn(k * dim, dtype=dtype),
+        out_norm_weight=1 + 0.1 * torch.randn(dim, dtype=dtype),
+        out_norm_bias=0.1 * torch.randn(dim, dtype=dtype),
+    )
+
+
+def _run(x, weights, backend, fused, out_norm=True):
+    leaves = {k: v.clone().requires_grad_(True) for k, v in {"x": x, **weights}.items()}
+    y = cross_selective_scan(**leaves, out_norm=out_norm, backend=backend, fused=fused)
+    w = torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view_as(y)
+    (y.double() * w).sum().backward()
+    return y.detach(), {k: v.grad for k, v in leaves.items()}
+
+
+CASES = [(4, 7, 9, 1), (4, 5, 3, 4), (2, 6, 4, 1), (1, 7, 9, 4), (4, 1, 5, 2)]
+
+
+@pytest.mark.parametrize("k,h,w,dstate", CASES, ids=[case_id(K=k, H=h, W=w, N=n) for k, h, w, n in CASES])
+def test_fused_matches_reference(k, h, w, dstate):
+    dim, rank = 4, 2
+    x = torch.randn(2, dim, h, w, dtype=torch.float64)
+    weights = _weights(dim, k, rank, dstate)
+    y_ref, g_ref = _run(x, weights, "naive", fused=False)
+    y, g = _run(x, weights, "triton", fused=True)
+    assert rel_err(y, y_ref) < 1e-10
+    for name in g_ref:
+        assert rel_err(g[name], g_ref[name]) < 1e-10, name
+
+
+def test_fused_many_tiles_and_split(monkeypatch):
+    """Direction indices across tile boundaries, and with the forward split across programs."""
+    monkeypatch.setattr(triton_scan, "MAX_TILE_L", 4)
+    monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", 1 << 20)
+    monkeypatch.setattr(triton_scan, "TARGET_PROGRAMS", 1 << 20)
+    x = torch.randn(1, 4, 9, 11, dtype=torch.float64)  # 99 positions: 25 tiles of 4 steps
+    weights = _weights(4, 4, 2, 1)
+    y_ref, g_ref = _run(x, weights, "naive", fused=False, out_norm=False)
+    y, g = _run(x, weights, "triton", fused=True, out_norm=False)
+    assert rel_err(y, y_ref) < 1e-10
+    for name in ("x", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds"):
+        assert rel_err(g[name], g_ref[name]) < 1e-10, name
+
+
+def test_fused_is_the_default_for_triton_on_2d_grids(monkeypatch):
+    from mambaeye.ops.cross_scan import fused
+
+    calls = []
+    original = fused.cross_scan_2d
+    monkeypatch.setattr(fused, "cross_scan_2d", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    x = torch.randn(1, 4, 3, 5, dtype=torch.float64)
+    cross_selective_scan(x, **{k: v for k, v in _weights(4, 4, 2, 1).items() if not k.startswith("out")},
+                         backend="triton")
+    assert calls == [1]
+
+
+def test_fused_rejects_3d_grids_and_non_triton_backends():
+    weights = {k: v for k, v in _weights(4, 6, 2, 1).items() if not k.startswith("out")}
+    with pytest.raises(ValueError, match="fused=True needs a 2D grid"):
+        cross_selective_scan(torch.randn(1, 4, 2, 3, 3, dtype=torch.float64), **weights, backend="triton",
+                             fused=True)
+    weights = {k: v for k, v in _weights(4, 4, 2, 1).items() if not k.startswith("out")}
+    with pytest.raises(ValueError, match="the triton backend"):
+        cross_selective_scan(torch.randn(1, 4, 3, 3, dtype=torch.float64), **weights, backend="torch", fused=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("v0", [False, True], ids=["v2", "v0"])
+def test_fused_ss2d_layer_gpu_bf16(v0):
+    """The SS2D layer, fused vs unfused, bf16 autocast on the GPU at VMamba stage-1 width (56x56 grid)."""
+    from mambaeye.layers import SS2D
+
+    kwargs = (dict(d_state=16, ssm_ratio=2.0, conv_bias=True, with_z=True, force_fp32=True) if v0
+              else dict(d_state=1, ssm_ratio=1.0, conv_bias=False, channel_first=True))
+    layer = SS2D(96, **kwargs).cuda()
+    x = torch.randn(2, 96, 56, 56, device="cuda") if not v0 else torch.randn(2, 56, 56, 96, device="cuda")
+    outs, grads = [], []
+    for fused in (False, True):
+        layer.fused = fused
+        layer.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = layer(x)
+        y.float().square().mean().backward()
+        outs.append(y.float())
+        grads.append([p.grad.float().clone() for p in layer.parameters()])
+    assert rel_err(outs[1], outs[0]) < 1e-2
+    for g_fused, g_ref in zip(grads[1], grads[0], strict=True):
+        assert rel_err(g_fused, g_ref) < 2e-2
