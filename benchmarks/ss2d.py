@@ -1,0 +1,110 @@
+"""Time VMamba's SS2D layer (in_proj to out_proj) and its core (cross-scan + projections + scan + merge +
+out_norm), forward and forward+backward, fused vs unfused, batch 128, bf16 autocast, channel-first.
+
+    python benchmarks/ss2d.py
+    python benchmarks/ss2d.py --cases v2_stage1 --batch 32
+
+Writes benchmarks/results/<card>/ss2d.{md,json}. The official VMamba SS2D (its Triton cross-scan, CUDA
+"oflex" scan, cross-merge, out_norm) measured on an H100 80GB HBM3 is shown beside (from the issue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import re
+import sys
+from pathlib import Path
+
+import torch
+import triton
+import triton.testing
+
+from mambaeye.layers import SS2D
+from mambaeye.ops.cross_scan import cross_selective_scan
+
+# name: SS2D kwargs, grid side, official (layer fwd, layer fwd+bwd, core fwd, core fwd+bwd) ms on H100
+CASES = {
+    "v2_stage1": (dict(d_model=96, d_state=1, ssm_ratio=1.0, conv_bias=False), 56, (5.24, 14.67, 4.73, 12.39)),
+    "v2_stage2": (dict(d_model=192, d_state=1, ssm_ratio=1.0, conv_bias=False), 28, (2.35, 7.28, 2.11, 6.05)),
+    "v2_stage3": (dict(d_model=384, d_state=1, ssm_ratio=1.0, conv_bias=False), 14, (1.46, 5.16, 1.33, 3.85)),
+    "v0_stage1": (dict(d_model=96, d_state=16, ssm_ratio=2.0, conv_bias=True, with_z=True), 56,
+                  (21.4, 82.4, 19.3, 75.6)),
+}
+
+
+def bench(fn) -> float:
+    return triton.testing.do_bench(fn, warmup=10, rep=100, return_mode="median")
+
+
+def time_case(name: str, batch: int, fused: bool) -> dict:
+    kwargs, side, _ = CASES[name]
+    layer = SS2D(**kwargs, channel_first=True, fused=fused).cuda()
+    x = torch.randn(batch, kwargs["d_model"], side, side, device="cuda", requires_grad=True)
+    d_inner = layer.d_inner
+    core_in = torch.randn(batch, d_inner, side, side, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+
+    def core():
+        return cross_selective_scan(
+            core_in, layer.x_proj_weight, layer.dt_projs_weight, layer.dt_projs_bias, layer.A_logs, layer.Ds,
+            out_norm=True, out_norm_weight=layer.out_norm.weight, out_norm_bias=layer.out_norm.bias,
+            force_fp32=layer.force_fp32, fused=fused)
+
+    def run(fn, backward):
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = fn()
+            if backward:
+                y.backward(torch.ones_like(y))
+        if backward:
+            return bench(step)
+        with torch.no_grad():
+            return bench(step)
+
+    layer_fn = lambda: layer(x)  # noqa: E731
+    result = dict(case=name, fused=fused, batch=batch,
+                  layer_fwd=run(layer_fn, False), layer_fwd_bwd=run(layer_fn, True),
+                  core_fwd=run(core, False), core_fwd_bwd=run(core, True))
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = p.parse_args(argv)
+    card = torch.cuda.get_device_name()
+    rows = []
+    for name in args.cases:
+        for fused in (False, True):
+            r = time_case(name, args.batch, fused)
+            rows.append(r)
+            print(f"{name:10s} fused={fused!s:5s} layer {r['layer_fwd']:7.3f} / {r['layer_fwd_bwd']:7.3f} ms  "
+                  f"core {r['core_fwd']:7.3f} / {r['core_fwd_bwd']:7.3f} ms", flush=True)
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# SS2D on {card}", "",
+             f"{when}; `{command}`; torch {torch.__version__}, triton {triton.__version__}; batch {args.batch}, "
+             "bf16 autocast, channel-first; ms, median (triton.testing.do_bench)", "",
+             "| case | path | layer fwd | layer fwd+bwd | core fwd | core fwd+bwd | official layer fwd / fwd+bwd | "
+             "layer speed-up vs official fwd / fwd+bwd |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        off = CASES[r["case"]][2]
+        lines.append(f"| {r['case']} | {'fused' if r['fused'] else 'unfused'} | {r['layer_fwd']:.3f} | "
+                     f"{r['layer_fwd_bwd']:.3f} | {r['core_fwd']:.3f} | {r['core_fwd_bwd']:.3f} | "
+                     f"{off[0]} / {off[1]} | {off[0] / r['layer_fwd']:.2f}x / {off[1] / r['layer_fwd_bwd']:.2f}x |")
+    md = "\n".join(lines) + "\n"
+    print(md)
+    out_dir = Path(args.out) / re.sub(r"[^A-Za-z0-9._-]+", "_", card).strip("_")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ss2d.md").write_text(md)
+    (out_dir / "ss2d.json").write_text(json.dumps(dict(card=card, date=when, command=command, rows=rows,
+                                                       python=platform.python_version()), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
