@@ -11,7 +11,8 @@ from mambaeye.ops.selective_scan import triton_scan
 
 from .scan_cases import case_id, rel_err
 
-pytestmark = pytest.mark.skipif("triton" not in available_backends("cpu"), reason="triton is not installed")
+needs_triton_cpu = pytest.mark.skipif("triton" not in available_backends("cpu"),
+                                     reason="needs triton and its interpreter (TRITON_INTERPRET=1, set without a GPU)")
 
 
 def _weights(dim, k, rank, dstate, dtype=torch.float64):
@@ -37,6 +38,7 @@ def _run(x, weights, backend, fused, out_norm=True):
 CASES = [(4, 7, 9, 1), (4, 5, 3, 4), (2, 6, 4, 1), (1, 7, 9, 4), (4, 1, 5, 2)]
 
 
+@needs_triton_cpu
 @pytest.mark.parametrize("k,h,w,dstate", CASES, ids=[case_id(K=k, H=h, W=w, N=n) for k, h, w, n in CASES])
 def test_fused_matches_reference(k, h, w, dstate):
     dim, rank = 4, 2
@@ -49,6 +51,7 @@ def test_fused_matches_reference(k, h, w, dstate):
         assert rel_err(g[name], g_ref[name]) < 1e-10, name
 
 
+@needs_triton_cpu
 def test_fused_many_tiles_and_split(monkeypatch):
     """Direction indices across tile boundaries, and with the forward split across programs."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 4)
@@ -63,18 +66,22 @@ def test_fused_many_tiles_and_split(monkeypatch):
         assert rel_err(g[name], g_ref[name]) < 1e-10, name
 
 
-def test_fused_is_the_default_for_triton_on_2d_grids(monkeypatch):
+@needs_triton_cpu
+def test_fused_is_the_default_for_triton_on_small_2d_grids(monkeypatch):
     from mambaeye.ops.cross_scan import fused
 
     calls = []
     original = fused.cross_scan_2d
     monkeypatch.setattr(fused, "cross_scan_2d", lambda *a, **kw: calls.append(1) or original(*a, **kw))
-    x = torch.randn(1, 4, 3, 5, dtype=torch.float64)
-    cross_selective_scan(x, **{k: v for k, v in _weights(4, 4, 2, 1).items() if not k.startswith("out")},
-                         backend="triton")
+    weights = {k: v for k, v in _weights(4, 4, 2, 1).items() if not k.startswith("out")}
+    cross_selective_scan(torch.randn(1, 4, 3, 5, dtype=torch.float64), **weights, backend="triton")
+    assert calls == [1]
+    monkeypatch.setattr("mambaeye.ops.cross_scan.FUSED_MAX_POSITIONS", 14)  # 3x5 grid: above it
+    cross_selective_scan(torch.randn(1, 4, 3, 5, dtype=torch.float64), **weights, backend="triton")
     assert calls == [1]
 
 
+@needs_triton_cpu
 def test_fused_rejects_3d_grids_and_non_triton_backends():
     weights = {k: v for k, v in _weights(4, 6, 2, 1).items() if not k.startswith("out")}
     with pytest.raises(ValueError, match="fused=True needs a 2D grid"):

@@ -32,6 +32,13 @@ __all__ = [
 ]
 
 
+# The fused scan reads the column-major directions of a channel-first grid with a stride of W elements between
+# steps, which wastes most of each memory sector once the grid is large. H100, batch 128, bf16 (benchmarks/
+# ss2d.py): 14x14 and 28x28 grids run faster fused (layer fwd 1.53 -> 1.05, 2.87 -> 2.54 ms), 56x56 slower
+# (5.66 -> 10.37 ms). Until the kernels read a channel-last layout, larger grids default to the reference.
+FUSED_MAX_POSITIONS = 1024
+
+
 def _fp32(t: Tensor) -> Tensor:
     """The scan's weights are float32 whatever the activations' dtype; float64 stays (for gradient checks)."""
     return t if t.dtype == torch.float64 else t.float()
@@ -112,8 +119,9 @@ def cross_selective_scan(
 
     Returns (B, D, *spatial), or (B, *spatial, D) with ``channel_last``, in x's dtype.
     ``force_fp32`` runs the scan on float32 copies of u, delta, B, C (VMamba v0 does; v2 "v05" does not).
-    ``backend`` is passed to :func:`mambaeye.ops.selective_scan`. ``fused`` (default: when the backend resolves
-    to triton and the grid is 2D) runs :func:`.fused.cross_scan_2d` instead of the explicit re-ordered copies.
+    ``backend`` is passed to :func:`mambaeye.ops.selective_scan`. ``fused`` runs :func:`.fused.cross_scan_2d`
+    instead of the explicit re-ordered copies; by default when the backend resolves to triton, the grid is 2D
+    and has at most ``FUSED_MAX_POSITIONS`` positions (see there).
     """
     _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias)
     batch, dim, *spatial = x.shape
@@ -124,7 +132,7 @@ def cross_selective_scan(
 
     resolved = _resolve_backend(backend, x)
     if fused is None:
-        fused = resolved == "triton" and x.dim() == 4
+        fused = resolved == "triton" and x.dim() == 4 and length <= FUSED_MAX_POSITIONS
     if fused and (x.dim() != 4 or resolved != "triton"):
         raise ValueError(f"fused=True needs a 2D grid and the triton backend (got {x.dim() - 2}D, {resolved!r})")
     A = -torch.exp(_fp32(A_logs))
