@@ -165,6 +165,13 @@ def test_no_grad_forward_equals_grad_forward(backend):
     torch.testing.assert_close(plain, tracked.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+def test_empty_batch(backend):
+    inputs = make_inputs(0, 4, 5, 3)
+    out, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend=backend)
+    assert out.shape == (0, 4, 5) and last.shape == (0, 4, 3)
+
+
 def test_auto_backend_on_cpu_is_torch():
     inputs = make_inputs(1, 2, 5, 2)
     ref = selective_scan(**inputs, backend="torch")

@@ -117,7 +117,7 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
             if t.shape != (dim, dstate):
                 raise ValueError(f"fixed {name} must have shape (dim={dim}, dstate={dstate}), got {tuple(t.shape)}")
             if t.dtype not in _WEIGHT_DTYPES:
-                raise TypeError(f"fixed {name} (dim, dstate) must be float32, got {t.dtype}")
+                raise TypeError(f"fixed {name} (dim, dstate) must be float32 (or float64), got {t.dtype}")
         elif t.dim() in (3, 4):
             groups = 1 if t.dim() == 3 else t.shape[1]
             expected = (batch, dstate, length) if t.dim() == 3 else (batch, groups, dstate, length)
@@ -269,7 +269,7 @@ def selective_scan(
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     backend = _resolve_backend(backend, u)
-    if backend == "naive":
+    if backend == "naive" or u.numel() == 0:  # an empty batch has nothing to launch: the reference returns it
         return selective_scan_naive(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if B.dim() == 3:
         B = B.unsqueeze(1)  # (B, N, L) -> (B, 1, N, L)
