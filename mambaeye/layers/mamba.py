@@ -131,9 +131,9 @@ def mamba_ssm_branch(
     Returns y * silu(z): (B, d_inner, L).
 
     ``reverse`` computes, in the original order, what the forward path computes on the flipped sequence
-    (Vim's backward branch): flip(branch(flip(x), flip(z))). The conv needs no flip of the activations (an
-    anti-causal conv with the taps reversed), x_proj / dt_proj are per-position; only the scan itself is
-    run on flipped copies, until the selective scan can walk the sequence backwards.
+    (Vim's backward branch): flip(branch(flip(x), flip(z))). Nothing is flipped: the conv is anti-causal with
+    the taps reversed, x_proj / dt_proj are per-position, and the scan walks the sequence backwards
+    (``selective_scan(..., reverse=True)``).
     """
     d_inner, length = x.shape[1], x.shape[2]
     width = conv_weight.shape[-1]
@@ -152,13 +152,8 @@ def mamba_ssm_branch(
     C = C.transpose(1, 2)
     A = -torch.exp(_fp32(A_log))
     scan_args = dict(D=_fp32(D), delta_bias=_fp32(dt_proj_bias), delta_softplus=True, backend=backend)
-    if not reverse:
-        return selective_scan(x, delta, A, B, C, z=z, **scan_args)
-    # TODO(kernel): pass reverse=True to a selective scan that walks L backwards and drop these flips.
-    flip = [-1]
-    y = selective_scan(x.flip(flip), delta.flip(flip), A, B.flip(flip), C.flip(flip),
-                       z=None if z is None else z.flip(flip), **scan_args)
-    return y.flip(flip)
+    # reverse: the scan walks L backwards in place (no flipped copies with the triton backend)
+    return selective_scan(x, delta, A, B, C, z=z, reverse=reverse, **scan_args)
 
 
 class Mamba(nn.Module):

@@ -45,10 +45,17 @@ def to(inputs: dict, dtype=None, device=None) -> dict:
             for k, v in inputs.items()}
 
 
-def scan_with_grads(inputs: dict, backend: str, softplus: bool, seed: int = 7):
-    """out, last state and the gradient of a fixed random loss of both w.r.t. every input."""
+def scan_with_grads(inputs: dict, backend: str, softplus: bool, seed: int = 7, reverse: bool = False,
+                    flip_out: bool = False):
+    """out, last state and the gradient of a fixed random loss of both w.r.t. every input.
+
+    flip_out: the loss weights see out flipped along L (to compare a reversed scan with a flipped one).
+    """
     leaves = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in inputs.items()}
-    out, last = selective_scan(**leaves, delta_softplus=softplus, return_last_state=True, backend=backend)
+    out, last = selective_scan(**leaves, delta_softplus=softplus, return_last_state=True, backend=backend,
+                               reverse=reverse)
+    if flip_out:
+        out = out.flip(-1)
     gen = torch.Generator().manual_seed(seed)
     w_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device)
     w_last = torch.randn(last.shape, generator=gen, dtype=torch.float64).to(out.device)

@@ -165,6 +165,22 @@ def test_no_grad_forward_equals_grad_forward(backend):
     torch.testing.assert_close(plain, tracked.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("bc", ["step", "fixed", "grouped"])
+@pytest.mark.parametrize("backend", ["naive", "torch", pytest.param("triton", marks=needs_triton)])
+def test_reverse_is_the_scan_of_the_flipped_sequence(backend, bc, monkeypatch):
+    """reverse=True == flip(scan(flip(inputs))) along L: outputs, last state and every gradient."""
+    monkeypatch.setattr(triton_scan, "MAX_TILE_L", 8)  # several tiles for the triton kernels
+    inputs = make_inputs(2, 4, 37, 4, bc=bc, groups=2)
+
+    def flipped(t, name):
+        return t.flip(-1) if t is not None and name in ("u", "delta", "z", "B", "C") and t.dim() >= 3 else t
+
+    out, last, grads = scan_with_grads(inputs, backend, True, reverse=True)
+    ref_inputs = {k: flipped(v, k) for k, v in to(inputs, torch.float64).items()}
+    out_r, last_r, grads_r = scan_with_grads(ref_inputs, "naive", True, flip_out=True)
+    assert_matches((out, last, grads), (out_r, last_r, {k: flipped(v, k) for k, v in grads_r.items()}), tol=1e-10)
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
 def test_empty_batch(backend):
     inputs = make_inputs(0, 4, 5, 3)
@@ -255,6 +271,6 @@ def test_custom_op_passes_opcheck():
     B = inputs["B"].unsqueeze(1)
     C = inputs["C"].unsqueeze(1)
     args = (inputs["u"], inputs["delta"], inputs["A"], B, C, inputs["D"], inputs["z"], inputs["delta_bias"],
-            True, True, "torch")
+            True, True, "torch", False)
     torch.library.opcheck(torch.ops.mambaeye.selective_scan_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))

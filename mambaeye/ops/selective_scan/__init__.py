@@ -175,14 +175,16 @@ def _scan_fwd(
     delta_softplus: bool,
     save_states: bool,
     backend: str,
+    reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    extra = {"reverse": True} if reverse else {}  # only the triton backend walks backwards (see selective_scan)
     return _backend_module(backend).selective_scan_fwd(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, **extra
     )
 
 
 @_scan_fwd.register_fake
-def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, backend):
+def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, backend, reverse):
     batch, dim, _ = u.shape
     dstate = A.shape[1]
     state = _state_dtype(u)
@@ -206,16 +208,19 @@ def _scan_bwd(
     delta_softplus: bool,
     chunk_states: Tensor,
     backend: str,
+    reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    extra = {"reverse": True} if reverse else {}
     grads = _backend_module(backend).selective_scan_bwd(
-        dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states
+        dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states, **extra
     )
     # custom ops cannot return None: an absent optional input gets an empty gradient, dropped below.
     return tuple(g if g is not None else u.new_empty(0) for g in grads)
 
 
 @_scan_bwd.register_fake
-def _scan_bwd_fake(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states, backend):
+def _scan_bwd_fake(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states, backend,
+                   reverse):
     def like(t):
         return torch.empty_like(t) if t is not None else u.new_empty(0)
 
@@ -223,9 +228,10 @@ def _scan_bwd_fake(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, backend = inputs
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, backend, reverse = inputs
     ctx.delta_softplus = delta_softplus
     ctx.backend = backend
+    ctx.reverse = reverse
     ctx.has = tuple(t is not None for t in (D, z, delta_bias))
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
 
@@ -238,12 +244,12 @@ def _backward(ctx, dout, dlast_state, _dchunk_states):
         )
     grads = _scan_bwd(
         dout.contiguous(), dlast_state, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus,
-        chunk_states, ctx.backend,
+        chunk_states, ctx.backend, ctx.reverse,
     )
     du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = grads
     has_D, has_z, has_bias = ctx.has
     return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None,
-            ddelta_bias if has_bias else None, None, None, None)
+            ddelta_bias if has_bias else None, None, None, None, None)
 
 
 _scan_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -261,14 +267,27 @@ def selective_scan(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     backend: str = "auto",
+    reverse: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan, as mamba-ssm's ``selective_scan_fn`` (see the module docstring for shapes/dtypes).
 
     Returns ``out`` (B, D, L) in u's dtype, and with ``return_last_state`` also the final state
     (B, D, N) in float32 (float64 for float64 inputs).
+
+    ``reverse=True`` (not in mamba-ssm) walks the sequence from position L-1 down to 0, every input and output
+    staying at its position: ``flip(scan(flip(inputs)))`` along L, which is how Vim's backward branch is
+    defined; the last state is then the state after position 0. The triton backend walks backwards in its
+    kernels, so no flipped copy is made; the other backends flip.
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     backend = _resolve_backend(backend, u)
+    if reverse and backend != "triton":
+        def flip(t: Tensor | None) -> Tensor | None:  # per-step tensors only: fixed (D, N) B/C have no L
+            return t.flip(-1) if t is not None and t.dim() >= 3 else t
+
+        result = selective_scan(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus,
+                                return_last_state, backend)
+        return (result[0].flip(-1), result[1]) if return_last_state else result.flip(-1)
     if backend == "naive" or u.numel() == 0:  # an empty batch has nothing to launch: the reference returns it
         return selective_scan_naive(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if B.dim() == 3:
@@ -278,5 +297,6 @@ def selective_scan(
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     u, delta, A, B, C, D, z, delta_bias = (t.contiguous() if t is not None else None for t in tensors)
     save_states = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    out, last_state, _ = _scan_fwd(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), save_states, backend)
+    out, last_state, _ = _scan_fwd(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), save_states, backend,
+                                   bool(reverse))
     return (out, last_state) if return_last_state else out

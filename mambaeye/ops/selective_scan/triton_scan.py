@@ -97,16 +97,19 @@ def _load_bc(ptr, stride_b, stride_g, b, g, offs_d, offs_n, offs_l, pos, dstate,
 
 
 @triton.jit
-def _seq_index(offs_l, direction, length, H, W, CROSS: tl.constexpr):
+def _seq_index(offs_l, direction, length, H, W, CROSS: tl.constexpr, REVERSE: tl.constexpr):
     """Memory position of scan step offs_l.
 
-    CROSS = 0: the plain scan, position = step. CROSS = K in {1, 2, 4}: VMamba's cross-scan of an (H, W) grid
-    stored row-major, read along direction ``direction`` (the group of B/C): K=4 -> row, column, reversed row,
-    reversed column; K=2 -> row, reversed row; K=1 -> row. The re-ordered copies of the reference
-    (mambaeye.ops.cross_scan.cross_scan) are never written: the order lives in these indices.
+    CROSS = 0: the plain scan, position = step (REVERSE: L - 1 - step). CROSS = K in {1, 2, 4}: VMamba's
+    cross-scan of an (H, W) grid stored row-major, read along direction ``direction`` (the group of B/C):
+    K=4 -> row, column, reversed row, reversed column; K=2 -> row, reversed row; K=1 -> row. The re-ordered
+    copies of the reference (mambaeye.ops.cross_scan.cross_scan) are never written: the order lives here.
     """
     if CROSS == 0:
-        pos = offs_l
+        if REVERSE:
+            pos = length - 1 - offs_l
+        else:
+            pos = offs_l
     else:
         if CROSS == 4:
             col = direction % 2
@@ -128,6 +131,7 @@ def _scan_segment_kernel(
     dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g, u_dim, H, W,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, CROSS: tl.constexpr,
+    REVERSE: tl.constexpr,
 ):
     """Pass 1 of a sequence split across programs: each segment's end state from a zero start, and sum(dt)
     over the segment (its total decay is exp(A * sum dt)). hend: (B, D, n_seg, N); dtsum: (B, D, n_seg)."""
@@ -151,7 +155,7 @@ def _scan_segment_kernel(
     for tile in range(seg * tiles_per_seg, (seg + 1) * tiles_per_seg):
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        pos = _seq_index(offs_l, direction, length, H, W, CROSS)
+        pos = _seq_index(offs_l, direction, length, H, W, CROSS, REVERSE)
         ptrs = row[None, :] + pos[:, None]
         u = tl.load(u_ptr + row_u[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
         dt = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
@@ -181,7 +185,7 @@ def _scan_fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    CROSS: tl.constexpr,
+    CROSS: tl.constexpr, REVERSE: tl.constexpr,
 ):
     # Tiles are (BLOCK_L, BLOCK_N, BLOCK_D): L first, so Triton's default layout puts the lanes on channels and
     # states and keeps the whole L extent of a tile inside each thread - the scan is then a sequential loop.
@@ -222,7 +226,7 @@ def _scan_fwd_kernel(
     # past the end are fully masked and move nothing). It costs registers, so it is a tuning switch.
     offs_first = first_tile * BLOCK_L + offs_t
     first = offs_first[:, None] < length
-    pos_first = _seq_index(offs_first, direction, length, H, W, CROSS)
+    pos_first = _seq_index(offs_first, direction, length, H, W, CROSS, REVERSE)
     u_in = tl.load(u_ptr + row_u[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
     dt_in = tl.load(delta_ptr + row[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
     z_in = tl.load(z_ptr + row[None, :] + pos_first[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
@@ -233,10 +237,10 @@ def _scan_fwd_kernel(
     for tile in range(first_tile, end_tile):
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        ptrs = row[None, :] + _seq_index(offs_l, direction, length, H, W, CROSS)[:, None]  # (BL, BD)
+        ptrs = row[None, :] + _seq_index(offs_l, direction, length, H, W, CROSS, REVERSE)[:, None]  # (BL, BD)
         offs_ld = offs_l + BLOCK_L * PREFETCH
         mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] < end_tile * BLOCK_L)
-        pos_ld = _seq_index(offs_ld, direction, length, H, W, CROSS)
+        pos_ld = _seq_index(offs_ld, direction, length, H, W, CROSS, REVERSE)
         u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
         dt_ld = tl.load(delta_ptr + row[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
         z_ld = tl.load(z_ptr + row[None, :] + pos_ld[:, None], mask=mask_ld & HAS_Z, other=0.0)
@@ -289,7 +293,7 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    CROSS: tl.constexpr,
+    CROSS: tl.constexpr, REVERSE: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -327,9 +331,9 @@ def _scan_bwd_kernel(
     # tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is processed
     last = (n_tiles - 1) * BLOCK_L + offs_t
     lmask = (last[:, None] < length) & PREFETCH
-    lpos1 = _seq_index(last, direction, length, H, W, CROSS)
+    lpos1 = _seq_index(last, direction, length, H, W, CROSS, REVERSE)
     lpos = lpos1[:, None]
-    lpos_next = _seq_index(last + 1, direction, length, H, W, CROSS)[:, None]
+    lpos_next = _seq_index(last + 1, direction, length, H, W, CROSS, REVERSE)[:, None]
     u_in = tl.load(u_ptr + row_u[None, :] + lpos, mask=lmask, other=0.0)
     dt_in = tl.load(delta_ptr + row[None, :] + lpos, mask=lmask, other=0.0)
     dtn_in = tl.load(delta_ptr + row[None, :] + lpos_next, mask=lmask & (last[:, None] + 1 < length), other=0.0)
@@ -343,13 +347,13 @@ def _scan_bwd_kernel(
         tile = n_tiles - 1 - i
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        pos = _seq_index(offs_l, direction, length, H, W, CROSS)
+        pos = _seq_index(offs_l, direction, length, H, W, CROSS, REVERSE)
         ptrs = row[None, :] + pos[:, None]  # (BL, BD)
         offs_ld = offs_l - BLOCK_L * PREFETCH
         mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= 0)
-        pos_ld1 = _seq_index(offs_ld, direction, length, H, W, CROSS)
+        pos_ld1 = _seq_index(offs_ld, direction, length, H, W, CROSS, REVERSE)
         pos_ld = pos_ld1[:, None]
-        pos_ld_next = _seq_index(offs_ld + 1, direction, length, H, W, CROSS)[:, None]
+        pos_ld_next = _seq_index(offs_ld + 1, direction, length, H, W, CROSS, REVERSE)[:, None]
         u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld, mask=mask_ld, other=0.0)
         dt_ld = tl.load(delta_ptr + row[None, :] + pos_ld, mask=mask_ld, other=0.0)
         dtn_ld = tl.load(delta_ptr + row[None, :] + pos_ld_next, mask=mask_ld & (offs_ld[:, None] + 1 < length),
@@ -499,9 +503,11 @@ def _num_segments(programs: int, n_tiles: int) -> int:
     return max(1, min(triton.cdiv(TARGET_PROGRAMS, programs), n_tiles // 16))
 
 
-def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, cross=None):
-    """The scan; with ``cross=(K, H, W)`` VMamba's cross-scan of u (B, D, H*W) along K directions, delta
-    (B, K*D, H*W) and B/C (B, K, N, H*W) all in the grid's row-major order, out (B, K*D, H*W) likewise."""
+def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, cross=None,
+                       reverse=False):
+    """The scan; ``reverse`` walks L from the end (outputs stay at their positions); with ``cross=(K, H, W)``
+    VMamba's cross-scan of u (B, D, H*W) along K directions, delta (B, K*D, H*W) and B/C (B, K, N, H*W) all in
+    the grid's row-major order, out (B, K*D, H*W) likewise."""
     batch, dim, length = delta.shape
     cross_k, grid_h, grid_w = cross if cross is not None else (0, 1, length)
     dstate = A.shape[1]
@@ -524,7 +530,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
             u, delta, A, B, delta_bias if delta_bias is not None else u, hend, dtsum,
             dim, length, dstate, tiles_per_seg, n_seg, dpg_B, sBb, sBg, u.shape[1], grid_h, grid_w,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, CROSS=cross_k, num_warps=num_warps,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, CROSS=cross_k, REVERSE=bool(reverse),
+            num_warps=num_warps,
         )
     grid = (dim // block_d, batch, n_seg)
     _scan_fwd_kernel[grid](
@@ -535,13 +542,14 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
         u.shape[1], grid_h, grid_w,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, CROSS=cross_k, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, CROSS=cross_k,
+        REVERSE=bool(reverse), num_warps=num_warps,
     )
     return out, last, states
 
 
 def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states,
-                       cross=None):
+                       cross=None, reverse=False):
     """Gradients of :func:`selective_scan_fwd`; with ``cross``, du is per direction (B, K*D, H*W): sum over K."""
     batch, dim, length = delta.shape
     cross_k, grid_h, grid_w = cross if cross is not None else (0, 1, length)
@@ -577,7 +585,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, HAS_DLAST=dlast_state is not None, DT=DT,
         BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, CROSS=cross_k,
-        num_warps=num_warps,
+        REVERSE=bool(reverse), num_warps=num_warps,
     )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
