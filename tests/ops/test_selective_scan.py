@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mambaeye.ops import available_backends, selective_scan, selective_scan_naive
-from mambaeye.ops.selective_scan import triton_scan
+from mambaeye.ops.selective_scan import torch_scan, triton_scan
 
 from .scan_cases import assert_matches, case_id, make_inputs, scan_with_grads, to
 
@@ -84,6 +84,15 @@ TRITON_GRID = [(length, n, *BC_MODES[i % 3]) for i, (length, n) in
 def test_triton_backend_fp64(length, dstate, bc, groups):
     inputs = make_inputs(2, 4, length, dstate, bc=bc, groups=groups)
     assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
+
+
+@pytest.mark.parametrize("bc,groups", [("step", 1), ("grouped", 4), ("fixed", 1)])
+def test_torch_many_segments(monkeypatch, bc, groups):
+    """The torch backend's memory bound: a sequence cut into segments, the state carried between them."""
+    monkeypatch.setattr(torch_scan, "_MAX_SEGMENT", 16)
+    assert torch_scan.num_state_chunks(2, 8, 101, 3) >= 7
+    inputs = make_inputs(2, 8, 101, 3, bc=bc, groups=groups)
+    assert_matches(scan_with_grads(inputs, "torch", True), _ref(inputs, True), tol=1e-10)
 
 
 @needs_triton
