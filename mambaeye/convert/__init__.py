@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ._io import CheckpointError, load_checkpoint_file, save_safetensors, unwrap_state_dict
+from ._io import CheckpointError, atomic_write, load_checkpoint_file, save_safetensors, unwrap_state_dict
 from ._table import KeyTable, UnmappedKeysError
 from .vim import VIM_KEY_TABLE, describe_vim, is_vim_state_dict, vim_from_official, vim_to_official
 from .vmamba import (
@@ -209,7 +209,7 @@ def convert_checkpoint(
     output.parent.mkdir(parents=True, exist_ok=True)
     save_safetensors(converted, output, metadata={"format": "pt", "mambaeye_config": json.dumps(config)})
     config_path = output.with_suffix(".json")
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write(config_path, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
     report = ConversionReport(
         source=str(source), output=str(output), config_path=str(config_path), family=family, version=version,
         model_name=model_name, num_tensors=len(converted), num_parameters=sum(v.numel() for v in converted.values()),

@@ -9,6 +9,7 @@ tensors, which is all we read, load unchanged.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -106,10 +107,22 @@ def load_checkpoint_file(path: str | Path, use_ema: bool = False) -> dict[str, T
     return unwrap_state_dict(obj, use_ema=use_ema, source=str(path))
 
 
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file over ``path``: a crash or a full disk leaves the
+    old file (or none), never a truncated one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_safetensors(state_dict: Mapping[str, Tensor], path: str | Path,
                      metadata: dict[str, str] | None = None) -> None:
-    """Write contiguous, unshared copies of the tensors (safetensors refuses shared storage)."""
+    """Write contiguous, unshared copies of the tensors (safetensors refuses shared storage), atomically."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
-    save_file(tensors, str(path), metadata=metadata)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))

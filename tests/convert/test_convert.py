@@ -96,7 +96,7 @@ def test_official_layout_names():
     assert vmamba_to_official(v2, linear2d_as_conv=True)["layers.0.blocks.0.mlp.fc1.weight"].shape == (384, 96, 1, 1)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("vim*") + list_models("vmamba*"))
 def test_key_tables_round_trip_every_full_size_model(name):
     with torch.device("meta"):
         state = create_model(name).state_dict()
@@ -227,3 +227,19 @@ def test_detection_and_unwrapping():
     with pytest.raises(CheckpointError, match="model_ema"):
         unwrap_state_dict({"model": bare}, use_ema=True)
     assert set(convert_state_dict(vim_to_official({"norm_f.weight": torch.zeros(2)}))) == {"norm_f.weight"}
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from mambaeye.convert._io import atomic_write
+
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"old")
+
+    def failing(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, failing)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary left behind

@@ -19,7 +19,7 @@ def _count(model: torch.nn.Module) -> int:
 
 
 def test_every_official_model_is_registered():
-    assert list_models() == sorted(OFFICIAL_PARAMS)
+    assert set(OFFICIAL_PARAMS) <= set(list_models())
     assert list_models("vim*") == ["vim_base", "vim_small", "vim_small_s8", "vim_tiny", "vim_tiny_s8"]
     assert list_models(family="vmamba") == sorted(n for n in OFFICIAL_PARAMS if n.startswith("vmamba"))
     assert mambaeye.create_model is create_model and mambaeye.list_models is list_models
@@ -54,7 +54,7 @@ def test_timm_create_model_builds_our_models():
     assert timm.list_models("vmamba*") == list_models("vmamba*")
     assert set(list_models()) <= set(timm.list_models())
     with torch.device("meta"):
-        for name in list_models():
+        for name in sorted(OFFICIAL_PARAMS):
             model = timm.create_model(name, num_classes=11)
             assert _count(model) == OFFICIAL_PARAMS[name] - (1000 - 11) * (model.num_features + 1)
         features = timm.create_model("vmamba_tiny", features_only=True)
