@@ -1,15 +1,22 @@
 """Fused Triton kernels for the selective scan (forward and backward).
 
-Reference: :mod:`.naive` (the recurrence) and mamba-ssm's ``selective_scan_fn``.
+Reference: :mod:`.naive` (the recurrence) and mamba-ssm's ``selective_scan_fn``. Measurements and the
+history of each design choice: benchmarks/NOTES.md.
 
 Layout of the work. One program owns ``BLOCK_D`` channels of one batch element (all in one group of B and C,
 so it reads one (N, L) row of each) and walks the sequence in tiles of ``BLOCK_L`` steps. A tile is a
-(BLOCK_D, BLOCK_N, BLOCK_L) block of the recurrence ``h_t = a_t h_{t-1} + x_t`` with ``a_t = exp(dt_t A)`` and
-``x_t = dt_t B_t u_t``; ``tl.associative_scan`` solves it along L with the combine
-``(a1, x1) . (a2, x2) = (a1 a2, a2 x1 + x2)``, after the state entering the tile has been folded into its first
-step. The state lives in registers from tile to tile: the forward writes only ``out``, the last state and,
-when a backward will follow, the state entering each tile (B, D, n_tiles, N) in fp32 - N floats per channel
-per ``BLOCK_L`` steps.
+(BLOCK_L, BLOCK_N, BLOCK_D) block of the recurrence ``h_t = a_t h_{t-1} + x_t`` with ``a_t = exp(dt_t A)`` and
+``x_t = dt_t B_t u_t``. L comes first so that Triton's default layout puts the lanes on channels and states
+and keeps a tile's steps inside each thread: ``tl.associative_scan`` along axis 0 with the combine
+``(a1, x1) . (a2, x2) = (a1 a2, a2 x1 + x2)`` is then a sequential loop in registers, after the state entering
+the tile has been folded into its first step. The state stays in registers from tile to tile: the forward
+writes only ``out``, the last state and, when a backward will follow, the state entering each tile
+(B, D, n_tiles, N) in fp32.
+
+Parallelism. Programs are (channel block, batch); when that is too few to fill the GPU (long sequences at
+small batch) the forward also splits L into segments: :func:`_scan_segment_kernel` computes each segment's end
+state from zero and its total decay ``exp(A * sum dt)``, and each segment's program chains those into its
+entering state. ``PREFETCH`` loads the next tile while the current one is scanned (a tuning switch).
 
 The backward walks the tiles in reverse. It recomputes the tile's forward from the saved entering state,
 then solves the adjoint recurrence ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` with the same combine run in reverse
@@ -19,8 +26,12 @@ dB/dC of per-step B/C are summed over the program's channels and added with fp32
 (B, G, N, L) buffer - no (B, D, N, L) buffer exists anywhere. Gradients of per-channel parameters (A, D,
 delta_bias, fixed B/C) are written per (batch, channel) and summed over the batch by PyTorch.
 
-Numerics: everything is computed in fp32 (fp64 for fp64 inputs); ``tl.exp`` of ``dt * A`` is always of a
-non-positive number for A < 0, so nothing overflows.
+Visiting orders (:func:`_seq_index`): the scan step l is read from, and written to, memory position l
+(plain), L - 1 - l (``reverse``, Vim's backward branch) or one of VMamba's cross-scan orders of an (H, W)
+grid (``cross``), so no flipped or re-ordered copy of the inputs or outputs is ever made.
+
+Numerics: everything is computed in fp32 (fp64 for fp64 inputs); ``exp2`` of ``dt * A * log2(e)`` is always of
+a non-positive number for A < 0, so nothing overflows.
 """
 
 from __future__ import annotations
