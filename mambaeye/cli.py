@@ -5,6 +5,7 @@
     mambaeye list [PATTERN]       # registered models
     mambaeye info NAME [--img-size N]              # parameters, FLOPs, activation memory, per stage
     mambaeye convert OFFICIAL.pth OUT.safetensors [--model NAME] [--ema] [--allow-unused]
+    mambaeye bench SUITE [--device cuda] [--toy]    # scan, vim-vs-deit, vmamba, erf: tables, JSON, plots
 """
 
 from __future__ import annotations
@@ -175,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="take model_ema instead of model")
     p.add_argument("--allow-unused", action="store_true", help="drop checkpoint keys the model does not use")
     p.set_defaults(func=convert)
+
+    from mambaeye.bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,224 @@
+"""What every suite shares: the run context (device, dtype, toy flag, environment record), timing, peak memory,
+and writing the markdown / JSON / PNG outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import platform
+import re
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MIB = 1024 * 1024
+
+
+def card_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"cpu-{platform.processor() or platform.machine()}-{torch.get_num_threads()}threads"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def environment(device: str, command: str | None = None) -> dict[str, Any]:
+    """Card, versions, TF32 settings, date and command: recorded in every JSON."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    from mambaeye import __version__
+
+    return dict(
+        card=card_name(device),
+        device=device,
+        cpu_threads=torch.get_num_threads(),
+        versions=dict(torch=torch.__version__, triton=triton_version, mambaeye=__version__,
+                      python=platform.python_version(), cuda=torch.version.cuda),
+        tf32=dict(matmul=torch.backends.cuda.matmul.allow_tf32, cudnn=torch.backends.cudnn.allow_tf32,
+                  float32_matmul_precision=torch.get_float32_matmul_precision()),
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command=command or " ".join(["mambaeye"] + [shlex.quote(a) for a in sys.argv[1:]]),
+    )
+
+
+@dataclass
+class Context:
+    """Everything a suite needs to know about the run."""
+
+    suite: str
+    device: str
+    dtypes: list[str]
+    toy: bool
+    out_dir: Path
+    warmup: int
+    repeats: int
+    command: str | None = None
+    env: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.env = environment(self.device, self.command)
+
+    def time_ms(self, fn: Callable[[], object]) -> float:
+        return median_ms(fn, self.device, self.warmup, self.repeats)
+
+    def peak_mib(self, fn: Callable[[], object]) -> tuple[float | None, float | None]:
+        return peak_memory_mib(fn, self.device)
+
+    def autocast(self, dtype: str) -> contextlib.AbstractContextManager:
+        return autocast(self.device, dtype)
+
+
+def autocast(device: str, dtype: str) -> contextlib.AbstractContextManager:
+    """fp32: no autocast; bf16 / fp16: torch.autocast on the device (weights stay fp32, as in the papers' runs)."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=DTYPES[dtype])
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(fn: Callable[[], object], device: str, warmup: int = 3, repeats: int = 10) -> float:
+    """Median milliseconds of ``fn()``: CUDA events after ``warmup`` calls on GPU, perf_counter on CPU."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(max(1, repeats)):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            start_t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start_t) * 1e3)
+    return statistics.median(times)
+
+
+def peak_memory_mib(fn: Callable[[], object], device: str) -> tuple[float | None, float | None]:
+    """(peak allocated MiB during ``fn()``, peak above what was allocated before it) on CUDA; (None, None) on CPU."""
+    if device != "cuda":
+        return None, None
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    return peak / MIB, (peak - base) / MIB
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+@contextlib.contextmanager
+def free_memory(device: str) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def finite_positive(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def fmt(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def md_table(columns: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(v) if not isinstance(v, str) else v for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def env_header(ctx: Context, title: str) -> str:
+    e = ctx.env
+    v = e["versions"]
+    tf32 = e["tf32"]
+    return (f"# {title} on {e['card']}\n\n{e['date']}; `{e['command']}`; torch {v['torch']}, triton {v['triton']}, "
+            f"mambaeye {v['mambaeye']}; dtypes {', '.join(ctx.dtypes)}; TF32 matmul {tf32['matmul']}, cudnn "
+            f"{tf32['cudnn']}; warm-up {ctx.warmup}, median of {ctx.repeats} "
+            f"({'CUDA events' if ctx.device == 'cuda' else 'perf_counter'})"
+            + ("; **toy sizes** (reduced models and inputs: checks that the suite runs, not the papers' numbers)"
+               if ctx.toy else "") + "\n")
+
+
+@dataclass
+class Suite:
+    """A benchmark suite: ``run(ctx, args) -> SuiteResult``; ``add_arguments(parser)`` adds its own options."""
+
+    name: str
+    help: str
+    run: Callable[[Context, Any], SuiteResult]
+    add_arguments: Callable[[Any], None] = lambda p: None
+    gpu_dtypes: list[str] = field(default_factory=lambda: ["bf16"])  # default dtypes on GPU (CPU: fp32)
+
+
+@dataclass
+class SuiteResult:
+    """What a suite returns; ``plot(path)`` draws the PNG (matplotlib already imported by the caller)."""
+
+    rows: list[dict[str, Any]]
+    markdown: str
+    plot: Callable[[Any, Path], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_outputs(ctx: Context, result: SuiteResult) -> dict[str, Path | None]:
+    """<out>/<suite>.md, .json and .png (the PNG only when matplotlib imports; the markdown says so otherwise)."""
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path | None] = {}
+    png = ctx.out_dir / f"{ctx.suite}.png"
+    md = result.markdown
+    if result.plot is not None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            md += "\n(no plot: matplotlib is not installed)\n"
+            paths["png"] = None
+        else:
+            result.plot(plt, png)
+            plt.close("all")
+            paths["png"] = png
+            md += f"\n![{ctx.suite}]({png.name})\n"
+    paths["md"] = ctx.out_dir / f"{ctx.suite}.md"
+    paths["md"].write_text(md)
+    paths["json"] = ctx.out_dir / f"{ctx.suite}.json"
+    record = dict(suite=ctx.suite, **ctx.env, dtypes=ctx.dtypes, toy=ctx.toy, warmup=ctx.warmup,
+                  repeats=ctx.repeats, **result.extra, rows=result.rows)
+    paths["json"].write_text(json.dumps(record, indent=2, default=str))
+    return paths
