@@ -4,7 +4,7 @@ nnU-Net v2's residual-encoder U-Net with a Mamba layer (LayerNorm + Mamba over t
 
     x (B, Cin, *S) -> stem -> stage 0 -> ... -> stage n-1 (bottleneck)      encoder, skips = stage outputs
                                                        |  Bot: MambaLayer here only
-                      Enc: a MambaLayer after every other stage, always including the last
+                      Enc: a MambaLayer after every other stage (2D) / every stage (3D)
     decoder, from the bottleneck up: nearest upsample + 1x1 conv -> concat skip -> residual blocks -> 1x1 head
 
 - The official 2D and 3D files differ, and both are followed (``None`` defaults below pick them by
@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,8 @@ _logger = logging.getLogger(__name__)
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 _MAX_FEATURES = {2: 512, 3: 320}  # nnU-Net's caps
+# when nothing sizes the network: the patch sizes of the official parameter-count settings (8 / 6 stages)
+_DEFAULT_INPUT_SIZE = {2: (512, 512), 3: (128, 128, 128)}
 
 
 def _norm(spatial_dims: int, channels: int) -> nn.Module:
@@ -81,7 +84,9 @@ class MambaLayer(nn.Module):
         if width != self.dim:
             what = "voxels (channel-token mode)" if self.channel_token else "channels"
             raise ValueError(f"MambaLayer expects {self.dim} {what}, got input of shape {tuple(x.shape)}")
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        # meta tensors (shape / FLOP profiling) have no autocast state to switch off
+        off = nullcontext() if x.device.type == "meta" else torch.autocast(device_type=x.device.type, enabled=False)
+        with off:
             x = x.to(self.norm.weight.dtype)
             if self.channel_token:
                 y = self.mamba(self.norm(x.reshape(b, c, -1)))  # (B, C, L): C tokens of width L
@@ -260,7 +265,8 @@ class UMamba(nn.Module):
     Arguments keep nnU-Net's names; ``enc_mamba_stages`` ("alternate" / "all") and ``concat_first_skip``
     default to the official 2D / 3D choices (module docstring). ``n_stages`` / ``strides`` default to an
     nnU-Net-like plan for ``input_size`` (:func:`plan_strides`), ``features_per_stage`` to
-    min(32 * 2^i, 512 in 2D / 320 in 3D).
+    min(32 * 2^i, 512 in 2D / 320 in 3D); with none of n_stages, strides, features_per_stage and input_size,
+    input_size is 512x512 (2D) / 128^3 (3D): 8 / 6 stages.
     An int ``kernel_sizes`` / ``n_conv_per_stage`` is the same for every stage, an int ``strides`` too except
     stage 0 (stride 1). U-Mamba_Enc needs ``input_size`` (it sizes the channel-token Mamba layers).
     Input: (B, in_channels, *S) with every axis of S divisible by the total stride along it.
@@ -308,18 +314,16 @@ class UMamba(nn.Module):
             raise ValueError(f"enc_mamba_stages must be 'alternate' or 'all', got {enc_mamba_stages!r}")
         if concat_first_skip is None:
             concat_first_skip = spatial_dims == 3
-        if mamba == "encoder" and input_size is None:
-            raise ValueError("U-Mamba_Enc needs input_size (the patch size): it sizes the channel-token Mamba layers")
         if n_stages is None:
             if strides is not None and not isinstance(strides, int):
                 n_stages = len(strides)
             elif features_per_stage is not None and not isinstance(features_per_stage, int):
                 n_stages = len(features_per_stage)
-            elif input_size is not None:
-                n_stages = len(plan_strides(input_size))
             else:
-                raise ValueError("give n_stages (or per-stage strides / features_per_stage, or input_size to "
-                                 "plan them)")
+                input_size = input_size or _DEFAULT_INPUT_SIZE[spatial_dims]
+                n_stages = len(plan_strides(input_size))
+        if mamba == "encoder" and input_size is None:
+            raise ValueError("U-Mamba_Enc needs input_size (the patch size): it sizes the channel-token Mamba layers")
         if isinstance(n_stages, bool) or not isinstance(n_stages, int) or n_stages < 2:
             raise ValueError(f"n_stages must be an int >= 2, got {n_stages!r}")
         if strides is None:

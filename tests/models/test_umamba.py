@@ -143,7 +143,7 @@ def test_sizes_the_total_stride_does_not_divide_are_refused():
     (dict(n_stages=3, kernel_sizes=[3, 3, (3, 3, 3)]), "kernel_sizes"),
     (dict(n_stages=3, features_per_stage=[4, 8]), "features_per_stage"),
     (dict(n_stages=3, mamba="encoder"), "needs input_size"),
-    (dict(), "give n_stages"),
+    (dict(n_stages=3, input_size=(32, 32, 32)), "input_size must be 2"),
     (dict(n_stages=3, mamba="middle"), "mamba must be"),
 ])
 def test_bad_arguments_raise_value_error(kwargs, match):
@@ -158,6 +158,10 @@ def test_defaults_follow_an_nnunet_like_plan():
         model = UMamba(spatial_dims=3, input_size=(128, 128, 128), num_classes=2)
     assert model.n_stages == 6 and model.features_per_stage == [32, 64, 128, 256, 320, 320]
     assert model.total_stride == (32, 32, 32)
+    with torch.device("meta"):  # nothing given: 512x512 in 2D, as the official 8-stage setting
+        bot, enc = create_model("umamba_bot"), create_model("umamba_enc", num_classes=14, in_chans=1)
+    assert bot.n_stages == 8 and bot.input_size == (512, 512) and bot.features_per_stage[-1] == 512
+    assert enc.channel_token_tokens == {5: 256, 7: 16}  # 16x16 and 4x4 maps scan over their 512 channels
 
 
 def test_nnunet_checkpoint_aliases_are_dropped_and_the_rest_loads():
@@ -173,3 +177,28 @@ def test_nnunet_checkpoint_aliases_are_dropped_and_the_rest_loads():
     assert set(filtered) == set(model.state_dict())
     model.load_state_dict(filtered)
     assert torch.equal(model.decoder.seg_layers[0].bias, official["decoder.seg_layers.0.bias"])
+
+
+@pytest.mark.parametrize("name, dims", [("umamba_bot", 2), ("umamba_enc", 3)])
+def test_nnunet_checkpoint_file_gives_identical_outputs(name, dims, tmp_path):
+    torch.manual_seed(0)
+    size = (32, 32) if dims == 2 else (16, 16, 16)
+    kwargs = _small(dims, input_size=size) if name == "umamba_enc" else _small(dims)
+    source = create_model(name, in_chans=1, num_classes=3, **kwargs).eval()
+    weights = dict(source.state_dict())
+    weights.update({"decoder." + k: v for k, v in source.state_dict().items() if k.startswith("encoder.")})
+    path = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": weights, "trainer_name": "nnUNetTrainerUMambaBot", "current_epoch": 1000}, path)
+    torch.manual_seed(1)
+    loaded = create_model(name, in_chans=1, num_classes=3, checkpoint_path=str(path), **kwargs).eval()
+    x = torch.randn(1, 1, *size)
+    with torch.no_grad():
+        for a, b in zip(source(x), loaded(x), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_runs_on_the_meta_device_for_shape_and_flop_profiling():
+    with torch.device("meta"):
+        model = create_model("umamba_enc", in_chans=1, num_classes=3, **_small(2, input_size=(32, 32)))
+        outs = model(torch.empty(1, 1, 32, 32))
+    assert outs[0].shape == (1, 3, 32, 32) and outs[0].device.type == "meta"
