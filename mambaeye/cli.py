@@ -6,6 +6,7 @@
     mambaeye info NAME [--img-size N]              # parameters, FLOPs, activation memory, per stage
     mambaeye convert OFFICIAL.pth OUT.safetensors [--model NAME] [--ema] [--allow-unused]
     mambaeye bench SUITE [--device cuda] [--toy]    # scan, vim-vs-deit, vmamba, erf: tables, JSON, plots
+    mambaeye data list | prepare NAME --out DIR     # built-in real datasets in the nnU-Net raw layout
 """
 
 from __future__ import annotations
@@ -142,6 +143,19 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_cmd(args: argparse.Namespace) -> int:
+    from mambaeye.data import list_builtin, prepare_builtin
+
+    if args.action == "list":
+        for name in list_builtin():
+            print(name)
+        return 0
+    if not args.name or not args.out:
+        raise SystemExit("mambaeye data prepare NAME --out DIR: both NAME and --out are needed")
+    print(prepare_builtin(args.name, args.out, overwrite=args.overwrite))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambaeye", description="Mamba for vision on one selective-scan core.")
     parser.add_argument("--version", action="version", version=f"mambaeye {__version__}")
@@ -176,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="take model_ema instead of model")
     p.add_argument("--allow-unused", action="store_true", help="drop checkpoint keys the model does not use")
     p.set_defaults(func=convert)
+
+    p = sub.add_parser("data", help="built-in real datasets, prepared into the nnU-Net raw layout")
+    p.add_argument("action", choices=["list", "prepare"])
+    p.add_argument("name", nargs="?", help="built-in dataset (see: mambaeye data list)")
+    p.add_argument("--out", help="folder to write DatasetXXX_Name into")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=data_cmd)
 
     from mambaeye.bench import add_bench_parser
 

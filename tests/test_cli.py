@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mambaeye.cli import main
@@ -42,3 +43,19 @@ def test_convert_official_vim_checkpoint(tmp_path, capsys):
     loaded = create_model("vim_tiny", checkpoint_path=str(dst)).state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(loaded[key], value), key
+
+
+def test_data_list(capsys):
+    assert main(["data", "list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "dsb2018_nuclei" in names and "mni152_brain" in names
+
+
+def test_data_prepare(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("stardist") is None or importlib.util.find_spec("tifffile") is None:
+        pytest.skip("the DSB2018 files ship with stardist: pip install --no-deps stardist tifffile")
+    assert main(["data", "prepare", "dsb2018_nuclei", "--out", str(tmp_path)]) == 0
+    root = tmp_path / "Dataset993_DSB2018Nuclei"
+    assert (root / "dataset.json").exists() and any((root / "imagesTr").iterdir())
