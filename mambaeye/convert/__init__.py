@@ -5,7 +5,9 @@
   :func:`vmamba_to_official`, v2 and v0, old and new names).
 - :func:`detect_checkpoint`: family and version from the keys.
 - :func:`convert_checkpoint`: official ``.pth`` -> ``.safetensors`` + ``.json`` config, after checking every
-  key and shape against the target model; unused and missing keys are reported by name.
+  key and shape against the target model; unused and missing keys are reported by name. nnU-Net U-Mamba
+  checkpoints (``network_weights``) are routed to :func:`.nnunet.convert_nnunet_checkpoint`, which rebuilds the
+  architecture from the results folder's plans.json / dataset.json.
 
 Files are read with ``torch.load(weights_only=True)`` (see :mod:`._io`) or safetensors.
 """
@@ -23,6 +25,7 @@ from torch import Tensor
 
 from ._io import CheckpointError, atomic_write, load_checkpoint_file, save_safetensors, unwrap_state_dict
 from ._table import KeyTable, UnmappedKeysError
+from .nnunet import convert_nnunet_checkpoint, read_nnunet_checkpoint
 from .vim import VIM_KEY_TABLE, describe_vim, is_vim_state_dict, vim_from_official, vim_to_official
 from .vmamba import (
     VMAMBA_V0_KEY_TABLE,
@@ -46,6 +49,7 @@ __all__ = [
     "convert_state_dict",
     "guess_model_name",
     "convert_checkpoint",
+    "convert_nnunet_checkpoint",
     "vim_from_official",
     "vim_to_official",
     "vmamba_from_official",
@@ -160,6 +164,10 @@ def convert_checkpoint(
     source, output = Path(source), Path(output)
     if output.suffix != ".safetensors":
         raise ValueError(f"output must end in .safetensors, got {output}")
+    nnunet = read_nnunet_checkpoint(source)
+    if nnunet is not None:  # nnU-Net U-Mamba: architecture from plans.json / dataset.json beside it
+        return convert_nnunet_checkpoint(source, output, nnunet, model_name=model_name, allow_unused=allow_unused,
+                                         **model_kwargs)
     raw = load_checkpoint_file(source, use_ema=use_ema)
     try:
         family, version = detect_checkpoint(raw)

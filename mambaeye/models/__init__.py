@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from . import swin_umamba, umamba, vim, vmamba  # noqa: F401  (registers the variants)
+from . import baselines, swin_umamba, umamba, vim, vmamba  # noqa: F401  (registers the variants)
 from ._builder import checkpoint_dir, load_pretrained
 from ._features import FeatureGetterNet, FeatureInfo
 from ._profile import ModelProfile, StageProfile, count_flops, profile

@@ -135,6 +135,7 @@ class ModelProfile:
     activation_bytes: int
     output_shape: tuple[int, ...]
     stages: list[StageProfile] = field(default_factory=list)
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)  # every output (deep supervision)
 
     def table(self, collapse: bool = True) -> str:
         """The per-stage table; ``collapse`` merges runs of identical blocks (Vim's 24) into one row."""
@@ -215,18 +216,32 @@ def profile(
     """Parameters, FLOPs (official counting) and training activation memory of ``model`` on one input.
 
     ``model``: a module, or a registered name (built on the meta device with ``create_kwargs``).
-    ``img_size``: the input size (default: the model's native one from its pretrained cfg, else 224).
+    ``img_size``: the input size (default: the model's native one from its pretrained cfg or ``input_size``,
+    else 224); an int means the same along each of the model's ``spatial_dims`` axes (2 or 3).
+    ``in_chans``: the input channels; with a name it is also passed to ``create_model`` (segmentation
+    networks take it as ``in_channels``).
+    A forward that returns a list / tuple (deep-supervision heads) is counted whole; ``output_shape`` is the
+    first output's, ``output_shapes`` lists them all.
     Returns a :class:`ModelProfile`; ``print(profile("vmamba_tiny").table())`` gives the per-stage table.
     """
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
         from ._registry import create_model
 
+        if in_chans is not None:
+            create_kwargs.setdefault("in_chans", in_chans)
         with torch.device("meta"):
             model = create_model(model, **create_kwargs)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    size = to_2tuple(img_size) if img_size is not None else tuple(cfg.get("input_size", (3, 224, 224))[1:])
-    chans = in_chans or getattr(model, "in_chans", None) or cfg.get("input_size", (3,))[0]
+    dims = getattr(model, "spatial_dims", 2)
+    native = getattr(model, "input_size", None)
+    if img_size is not None:
+        size = (img_size,) * dims if isinstance(img_size, int) else tuple(img_size)
+    elif isinstance(native, (tuple, list)) and len(native) == dims:
+        size = tuple(native)
+    else:
+        size = to_2tuple(tuple(cfg.get("input_size", (3, 224, 224))[1:])) if dims == 2 else (128,) * dims
+    chans = getattr(model, "in_chans", None) or in_chans or cfg.get("input_size", (3,))[0]
     param = next(model.parameters())
     x = torch.zeros(batch_size, chans, *size, device=param.device, dtype=param.dtype)
     if x.device.type != "meta":
@@ -247,7 +262,7 @@ def profile(
     outputs: dict[str, tuple[int, ...]] = {}
 
     def record(label: str, output) -> None:
-        outputs[label] = tuple((output[0] if isinstance(output, tuple) else output).shape)
+        outputs[label] = tuple(_first(output).shape)
 
     for label, module in stages:
         hooks.append(module.register_forward_hook(lambda m, a, o, label=label: record(label, o)))
@@ -286,13 +301,32 @@ def profile(
         rows.append(StageProfile(
             name=label, params=params, flops=counter.flops.get(label, 0), scan_flops=counter.scan_flops.get(label, 0),
             activation_bytes=sum(n for lab, n in saved.values() if lab == label),
-            output_shape=outputs.get(label, tuple(out.shape) if module is None else None),
+            output_shape=outputs.get(label, tuple(_first(out).shape) if module is None else None),
         ))
     return ModelProfile(
         name=name, input_shape=tuple(x.shape), params=sum(p.numel() for p in model.parameters()),
         flops=sum(counter.flops.values()), scan_flops=sum(counter.scan_flops.values()),
-        activation_bytes=sum(n for _, n in saved.values()), output_shape=tuple(out.shape), stages=rows,
+        activation_bytes=sum(n for _, n in saved.values()), output_shape=tuple(_first(out).shape), stages=rows,
+        output_shapes=[tuple(t.shape) for t in _tensors(out)],
     )
+
+
+def _tensors(output) -> list[Tensor]:
+    """The tensors of a forward's output: itself, or those of a (nested) list / tuple / dict, in order."""
+    if isinstance(output, Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (list, tuple)):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+def _first(output) -> Tensor:
+    tensors = _tensors(output)
+    if not tensors:
+        raise TypeError(f"the model's forward returned no tensor: {type(output).__name__}")
+    return tensors[0]
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:

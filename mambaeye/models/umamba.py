@@ -31,10 +31,12 @@ networks' (ARCHITECTURES.md).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +46,8 @@ from ..layers import Mamba
 from ._builder import build_model
 from ._registry import register_model
 
-__all__ = ["UMamba", "MambaLayer", "ResBlock", "BasicBlockD", "plan_strides", "checkpoint_filter_fn"]
+__all__ = ["UMamba", "MambaLayer", "ResBlock", "BasicBlockD", "plan_strides", "checkpoint_filter_fn",
+           "umamba_from_plans", "umamba_kwargs_from_plans", "find_nnunet_plans", "num_segmentation_heads"]
 
 _logger = logging.getLogger(__name__)
 
@@ -427,6 +430,142 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: UMamba) -> dict[s
 
 
 # -------------------------------------------------------------------------------------------------------
+# nnU-Net v2 plans
+
+
+_ARCH_KEYS = ("n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage",
+              "n_conv_per_stage_decoder")
+
+
+def _read_json(value, what: str) -> dict:
+    if isinstance(value, dict):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    return json.loads(path.read_text())
+
+
+def _configuration(plans: dict, configuration: str) -> dict:
+    """The configuration's entries, following ``inherits_from`` (e.g. 3d_cascade_fullres -> 3d_fullres)."""
+    configs = plans.get("configurations")
+    if not isinstance(configs, dict):
+        raise ValueError("not an nnU-Net v2 plans file: no 'configurations'")
+    if configuration not in configs:
+        raise ValueError(f"configuration {configuration!r} is not in the plans; it has: {', '.join(configs)}")
+    cfg = dict(configs[configuration])
+    seen = {configuration}
+    while "inherits_from" in cfg:
+        parent = cfg.pop("inherits_from")
+        if parent in seen or parent not in configs:
+            raise ValueError(f"configuration {configuration!r} inherits from {parent!r}, which cannot be resolved")
+        seen.add(parent)
+        cfg = {**configs[parent], **cfg}
+    return cfg
+
+
+def num_segmentation_heads(dataset: dict) -> int:
+    """nnU-Net's output channels for a dataset.json: the labels incl. background (an ``ignore`` label excluded),
+    or the foreground regions for region-based training."""
+    labels = {k: v for k, v in dataset["labels"].items() if k != "ignore"}
+    if "regions_class_order" in dataset or any(isinstance(v, (list, tuple)) for v in labels.values()):
+        return sum(1 for k in labels if k != "background")
+    return len({int(v) for v in labels.values()})
+
+
+def umamba_kwargs_from_plans(plans, dataset, configuration: str = "2d", variant: str = "bot",
+                             deep_supervision: bool = True) -> dict:
+    """:class:`UMamba` keyword arguments for the network U-Mamba's nnU-Net trainer builds from ``plans``
+    (plans.json: a path or the dict) and ``dataset`` (dataset.json) for ``configuration``.
+
+    Reads the newer layout (``configurations.<c>.architecture.arch_kwargs``: n_stages, features_per_stage,
+    kernel_sizes, strides, n_conv_per_stage, n_conv_per_stage_decoder) or the older flat keys
+    (UNet_base_num_features, unet_max_num_features, conv_kernel_sizes, pool_op_kernel_sizes,
+    n_conv_per_stage_encoder, n_conv_per_stage_decoder), and ``patch_size`` (U-Mamba_Enc's input_size).
+    in_channels: the dataset's ``channel_names`` (or ``modality``); num_classes: :func:`num_segmentation_heads`.
+    """
+    if variant not in ("bot", "enc"):
+        raise ValueError(f"variant must be 'bot' or 'enc', got {variant!r}")
+    plans, dataset = _read_json(plans, "plans file"), _read_json(dataset, "dataset file")
+    cfg = _configuration(plans, configuration)
+    patch = [int(n) for n in cfg["patch_size"]]
+    dims = len(patch)
+    arch = cfg.get("architecture")
+    try:
+        if arch is not None:
+            a = arch["arch_kwargs"]
+            features = list(a["features_per_stage"])
+            kernels, strides = a["kernel_sizes"], a["strides"]
+            n_conv = a["n_conv_per_stage"] if "n_conv_per_stage" in a else a["n_blocks_per_stage"]
+            n_conv_dec = a["n_conv_per_stage_decoder"]
+            n_stages = int(a.get("n_stages", len(features)))
+        else:
+            kernels, strides = cfg["conv_kernel_sizes"], cfg["pool_op_kernel_sizes"]
+            n_stages = len(kernels)
+            cap = cfg.get("unet_max_num_features", _MAX_FEATURES[dims])
+            features = [min(cfg["UNet_base_num_features"] * 2**i, cap) for i in range(n_stages)]
+            n_conv, n_conv_dec = cfg["n_conv_per_stage_encoder"], cfg["n_conv_per_stage_decoder"]
+    except KeyError as err:
+        raise ValueError(f"plans configuration {configuration!r} has no {err.args[0]!r} (neither the "
+                         f"'architecture'/'arch_kwargs' layout nor the older flat keys)") from None
+    channels = dataset.get("channel_names", dataset.get("modality"))
+    if not channels:
+        raise ValueError("dataset.json has neither 'channel_names' nor 'modality'")
+    if isinstance(n_conv, int):
+        n_conv = [n_conv] * n_stages
+    if isinstance(n_conv_dec, int):
+        n_conv_dec = [n_conv_dec] * (n_stages - 1)
+    return dict(
+        spatial_dims=dims, in_channels=len(channels), num_classes=num_segmentation_heads(dataset),
+        n_stages=n_stages, features_per_stage=[int(f) for f in features],
+        kernel_sizes=[[int(k) for k in ks] for ks in kernels], strides=[[int(k) for k in st] for st in strides],
+        n_conv_per_stage=[int(n) for n in n_conv], n_conv_per_stage_decoder=[int(n) for n in n_conv_dec],
+        deep_supervision=deep_supervision, input_size=patch,
+        mamba="bottleneck" if variant == "bot" else "encoder",
+    )
+
+
+def umamba_from_plans(plans, dataset, configuration: str = "2d", variant: str = "bot",
+                      deep_supervision: bool = True, **kwargs) -> UMamba:
+    """The U-Mamba (``variant`` "bot" / "enc") U-Mamba's nnU-Net trainer builds from plans.json and dataset.json
+    (paths or dicts) for ``configuration`` ("2d", "3d_fullres", ...); see :func:`umamba_kwargs_from_plans`.
+    ``kwargs`` (e.g. ``backend``) go to :class:`UMamba`."""
+    return UMamba(**umamba_kwargs_from_plans(plans, dataset, configuration, variant, deep_supervision), **kwargs)
+
+
+def find_nnunet_plans(checkpoint_path, configuration: str | None = None) -> tuple[Path, Path, str] | None:
+    """For an nnU-Net ``checkpoint_*.pth``: (plans.json, dataset.json, configuration) from its results folder
+    (the files sit beside it or one level up, next to ``fold_*``), or None when they are not there.
+    The configuration: ``configuration``, else the folder name ``Trainer__Plans__<configuration>``, else the
+    checkpoint's ``init_args``, else the plans' only one."""
+    path = Path(checkpoint_path)
+    for folder in (path.parent, path.parent.parent):
+        plans_path, dataset_path = folder / "plans.json", folder / "dataset.json"
+        if plans_path.is_file() and dataset_path.is_file():
+            break
+    else:
+        return None
+    configs = _read_json(plans_path, "plans file").get("configurations", {})
+    if configuration is None:
+        for folder in (path.parent, path.parent.parent):
+            name = folder.name.split("__")[-1]
+            if folder.name.count("__") >= 2 and name in configs:
+                configuration = name
+                break
+    if configuration is None:
+        from ..convert._io import _torch_load
+
+        obj = _torch_load(path)
+        configuration = ((obj.get("init_args") or {}).get("configuration") if isinstance(obj, dict) else None)
+    if configuration is None and len(configs) == 1:
+        configuration = next(iter(configs))
+    if configuration is None:
+        raise ValueError(f"{path}: cannot tell which nnU-Net configuration it was trained with (plans has "
+                         f"{', '.join(configs)}); pass nnunet_configuration=...")
+    return plans_path, dataset_path, configuration
+
+
+# -------------------------------------------------------------------------------------------------------
 # variants
 
 
@@ -436,6 +575,21 @@ def _create_umamba(variant: str, mamba: str, pretrained: bool = False, num_class
         raise ValueError(f"{variant} has no released weights; pass checkpoint_path=... (an nnU-Net checkpoint)")
     if features_only:
         raise ValueError(f"{variant} is a segmentation network: features_only is not supported")
+    configuration = kwargs.pop("nnunet_configuration", None)
+    checkpoint_path = kwargs.get("checkpoint_path")
+    if (checkpoint_path is not None and Path(checkpoint_path).suffix != ".safetensors"
+            and not any(k in kwargs for k in _ARCH_KEYS)):
+        found = find_nnunet_plans(checkpoint_path, configuration)
+        if found is not None:  # an nnU-Net results folder: its plans define the architecture
+            plans_path, dataset_path, configuration = found
+            arch = umamba_kwargs_from_plans(plans_path, dataset_path, configuration,
+                                            "bot" if mamba == "bottleneck" else "enc",
+                                            kwargs.get("deep_supervision", True))
+            _logger.info("%s: architecture from %s (configuration %s), %d input channels, %d classes", variant,
+                         plans_path, configuration, arch["in_channels"], arch["num_classes"])
+            in_chans, num_classes = arch.pop("in_channels"), arch.pop("num_classes")
+            arch.pop("mamba")
+            kwargs = {**arch, **kwargs}
     kwargs.setdefault("in_channels", in_chans)
     return build_model(UMamba, variant, False, dict(mamba=mamba), checkpoint_filter_fn, num_classes=num_classes,
                        **kwargs)

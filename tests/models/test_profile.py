@@ -57,3 +57,25 @@ def test_profile_of_a_model_with_weights_leaves_it_untouched():
     assert result.stages[1].output_shape == (1, 8, 12, 192)  # v0 works channel-last
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert model.layers[0].blocks[0].op.backend == "naive" and model.training
+
+
+def test_profile_by_name_passes_in_chans_and_counts_every_deep_supervision_head():
+    kwargs = dict(num_classes=14, spatial_dims=2, n_stages=4)
+    result = profile("umamba_bot", img_size=64, in_chans=1, **kwargs)
+    direct = create_model("umamba_bot", in_chans=1, **kwargs)
+    assert result.input_shape == (1, 1, 64, 64)
+    assert result.params == sum(p.numel() for p in direct.parameters())
+    assert result.flops > 0 and result.scan_flops > 0
+    assert result.output_shape == (1, 14, 64, 64)
+    assert result.output_shapes == [(1, 14, 64, 64), (1, 14, 32, 32), (1, 14, 16, 16)]
+    single = profile("umamba_bot", img_size=64, in_chans=1, deep_supervision=False, **kwargs)
+    assert single.output_shapes == [(1, 14, 64, 64)] and single.params == result.params
+    # the two extra 1x1 heads (on 128 channels at 16x16, 64 channels at 32x32) are counted
+    assert result.flops - single.flops == 14 * (128 * 16 * 16 + 64 * 32 * 32)
+    assert "1x14x64x64" in result.table()
+
+
+def test_profile_3d_int_img_size_means_every_axis():
+    result = profile("umamba_bot", img_size=32, in_chans=2, num_classes=3, spatial_dims=3, n_stages=3)
+    assert result.input_shape == (1, 2, 32, 32, 32)
+    assert result.output_shapes == [(1, 3, 32, 32, 32), (1, 3, 16, 16, 16)]
