@@ -7,6 +7,8 @@
     mambaeye convert OFFICIAL.pth OUT.safetensors [--model NAME] [--ema] [--allow-unused]
     mambaeye bench SUITE [--device cuda] [--toy]    # scan, vim-vs-deit, vmamba, erf: tables, JSON, plots
     mambaeye data list | prepare NAME --out DIR     # built-in real datasets in the nnU-Net raw layout
+    mambaeye train --config configs/classification_digits.yaml [--epochs 3 ...] [--resume]
+    mambaeye eval RUN_DIR | mambaeye predict RUN_DIR IMAGE...     # classification
 """
 
 from __future__ import annotations
@@ -199,8 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=data_cmd)
 
     from mambaeye.bench import add_bench_parser
+    from mambaeye.train import add_train_parsers
 
     add_bench_parser(sub)
+    add_train_parsers(sub)
     return parser
 
 

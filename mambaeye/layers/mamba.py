@@ -150,6 +150,9 @@ def mamba_ssm_branch(
     delta = F.linear(dt, dt_proj_weight).transpose(1, 2)  # (B, d_inner, L); bias added in the scan (fp32)
     B = B.transpose(1, 2)  # (B, N, L)
     C = C.transpose(1, 2)
+    # under autocast the projections and the conv may come out in different dtypes: the scan wants u's
+    delta, B, C = delta.to(x.dtype), B.to(x.dtype), C.to(x.dtype)
+    z = z.to(x.dtype) if z is not None else None
     A = -torch.exp(_fp32(A_log))
     scan_args = dict(D=_fp32(D), delta_bias=_fp32(dt_proj_bias), delta_softplus=True, backend=backend)
     # reverse: the scan walks L backwards in place (no flipped copies with the triton backend)

@@ -135,13 +135,14 @@ def build_unet(spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 2
 def build_segresnet(spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 2, n_stages: int | None = None,
                     features_per_stage: int | Sequence[int] | None = None, deep_supervision: bool = False,
                     input_size: int | Sequence[int] | None = None, **kwargs: Any) -> nn.Module:
-    """MONAI SegResNet: ``features_per_stage`` (an int, or the first entry) -> init_filters (default 8 as MONAI),
+    """MONAI SegResNet: ``features_per_stage`` (an int, or the first entry) -> init_filters (default 32: the
+    papers' 6M SegResNet; MONAI's own default is 8),
     ``n_stages`` -> blocks_down (1, 2, 2, 4) cut or extended with 4s. No deep supervision."""
     _check_common(spatial_dims, in_channels, num_classes)
     if deep_supervision:
         raise ValueError("segresnet has no deep supervision; pass deep_supervision=False")
     size = _size(input_size, spatial_dims)
-    init = 8 if features_per_stage is None else (
+    init = 32 if features_per_stage is None else (
         features_per_stage if isinstance(features_per_stage, int) else list(features_per_stage)[0])
     if "blocks_down" not in kwargs:
         n = 4 if n_stages is None else n_stages
@@ -217,7 +218,7 @@ def unet(pretrained: bool = False, **kwargs) -> nn.Module:
 
 @register_model
 def segresnet(pretrained: bool = False, **kwargs) -> nn.Module:
-    """MONAI SegResNet (init_filters 8, blocks_down 1, 2, 2, 4)."""
+    """MONAI SegResNet (init_filters 32 as in the papers' tables, blocks_down 1, 2, 2, 4)."""
     return _create("segresnet", build_segresnet, pretrained, **kwargs)
 
 

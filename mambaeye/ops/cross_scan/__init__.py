@@ -148,6 +148,7 @@ def cross_selective_scan(
         delta = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight).reshape(batch, k * dim, length)
         if force_fp32:
             u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
+        delta, Bs, Cs = delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)  # autocast may leave them mixed
         y = cross_scan_2d(u, delta, A, Bs, Cs, _fp32(Ds), delta_bias, spatial[0], spatial[1],
                           delta_softplus=delta_softplus).view(batch, dim, *spatial)
     else:
@@ -162,6 +163,7 @@ def cross_selective_scan(
         Cs = Cs.contiguous()
         if force_fp32:
             u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
+        delta, Bs, Cs = delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)  # autocast may leave them mixed
         ys = selective_scan(u, delta, A, Bs, Cs, _fp32(Ds), delta_bias=delta_bias, delta_softplus=delta_softplus,
                             backend=resolved)  # (B, K * D, L)
         y = cross_merge(ys.view(batch, k, dim, length), spatial)  # (B, D, *spatial)

@@ -1,0 +1,373 @@
+"""Classification training, evaluation and prediction.
+
+:func:`train` writes a run folder (``cfg.output_dir``): ``config.yaml`` (resolved), ``metrics.csv`` and
+``metrics.json`` (one row per epoch), ``loss.png`` / ``accuracy.png``, and the checkpoints ``last.pt`` / ``best.pt``
+(written atomically: temp file + ``os.replace``) holding model, optimizer, scheduler, EMA, AMP scaler, epoch, history
+and RNG states. ``resume`` continues from ``last.pt``; each epoch reseeds its RNGs from ``seed + epoch``, so a
+resumed run ends with the same weights as an uninterrupted one (on deterministic ops)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from .config import TrainConfig, save_config
+from .data import build_dataset, load_image
+
+__all__ = ["train", "evaluate", "predict", "build_model", "load_checkpoint", "save_checkpoint_atomic"]
+
+log = logging.getLogger(__name__)
+
+
+def _tqdm(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return iterable
+    return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.amp == "none":
+        return contextlib.nullcontext()
+    if device.type != "cuda":  # CPU autocast trips the scan's dtype checks (float32 dt vs bf16 u): fp32 on CPU
+        if not getattr(_autocast, "_warned", False):
+            log.warning("amp=%s is for CUDA; running in fp32 on %s", cfg.amp, device)
+            _autocast._warned = True
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+def build_model(cfg: TrainConfig, num_classes: int, checkpoint_path: str | None = None) -> nn.Module:
+    from mambaeye.models import create_model
+
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.drop_path_rate:
+        kwargs.setdefault("drop_path_rate", cfg.drop_path_rate)
+    return create_model(cfg.model, checkpoint_path=checkpoint_path or None, num_classes=num_classes,
+                        in_chans=cfg.in_chans, img_size=cfg.img_size, **kwargs)
+
+
+def save_checkpoint_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace`` onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _accuracy(logits: torch.Tensor, target: torch.Tensor, k: int) -> tuple[int, int]:
+    topk = logits.topk(k, dim=1).indices
+    correct = topk.eq(target.view(-1, 1))
+    return int(correct[:, 0].sum()), int(correct.any(dim=1).sum())
+
+
+@torch.no_grad()
+def _run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device, num_classes: int,
+              desc: str = "eval") -> dict:
+    model.eval()
+    k = min(5, num_classes)
+    loss_sum, top1, top5, n = 0.0, 0, 0, 0
+    for x, y in _tqdm(loader, cfg.progress, desc=desc):
+        x, y = x.to(device), y.to(device)
+        with _autocast(cfg, device):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        c1, c5 = _accuracy(logits, y, k)
+        top1, top5, n = top1 + c1, top5 + c5, n + len(y)
+    n = max(n, 1)
+    return {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(history, indent=2))
+    if history:
+        keys = list(dict.fromkeys(k for row in history for k in row))
+        with open(run_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+    _plot(run_dir, history)
+
+
+def _plot(run_dir: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    for name, keys, ylabel in (("loss", ("train_loss", "val_loss", "val_ema_loss"), "loss"),
+                               ("accuracy", ("train_top1", "val_top1", "val_top5", "val_ema_top1"), "accuracy (%)")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in keys:
+            if history and key in history[0]:
+                ax.plot(epochs, [row[key] for row in history], marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(run_dir / f"{name}.png", dpi=100)
+        plt.close(fig)
+
+
+def _resume_path(cfg: TrainConfig, run_dir: Path) -> Path | None:
+    if not cfg.resume:
+        return None
+    path = run_dir / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    return path
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train a classifier; returns ``{"run_dir", "best_top1", "best_epoch", "history", "model"}``.
+
+    ``cfg.deterministic`` turns on ``torch.use_deterministic_algorithms`` for the run (restored afterwards)."""
+    prev = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    try:
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        return _train(cfg)
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+def _train(cfg: TrainConfig) -> dict:
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
+
+    device = _device(cfg)
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _seed_all(cfg.seed)
+
+    train_ds, classes = build_dataset(cfg, "train")
+    val_ds, _ = build_dataset(cfg, "val")
+    num_classes = cfg.num_classes or len(classes)
+    if num_classes < len(classes):
+        raise ValueError(f"config key 'num_classes' = {num_classes} < {len(classes)} classes in the dataset")
+    use_mixup = cfg.mixup > 0 or cfg.cutmix > 0
+    loader_gen = torch.Generator()
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                              generator=loader_gen, drop_last=use_mixup and len(train_ds) >= cfg.batch_size,
+                              pin_memory=device.type == "cuda")
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    if len(train_loader) == 0:
+        raise ValueError(f"no training batches: {len(train_ds)} images with batch_size {cfg.batch_size}")
+
+    model = build_model(cfg, num_classes, cfg.pretrained_checkpoint).to(device)
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    filter_bias_and_bn=True)  # no decay: 1-D params, biases, no_weight_decay()
+    steps = len(train_loader)
+    scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps, lr_min=cfg.min_lr,
+                                  warmup_t=int(cfg.warmup_epochs * steps), warmup_lr_init=cfg.warmup_lr,
+                                  t_in_epochs=False)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16" and device.type == "cuda")
+    mixup = (Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                   label_smoothing=cfg.label_smoothing, num_classes=num_classes) if use_mixup else None)
+    if mixup is not None:
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.label_smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(smoothing=cfg.label_smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+
+    start_epoch, history, best_top1, best_epoch = 0, [], -1.0, -1
+    resume = _resume_path(cfg, run_dir)
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+        start_epoch, history = ckpt["epoch"] + 1, ckpt["history"]
+        best_top1, best_epoch = ckpt["best_top1"], ckpt["best_epoch"]
+        _set_rng_state(ckpt["rng"])
+        log.info("resumed from %s at epoch %d", resume, start_epoch)
+    save_config(cfg, run_dir / "config.yaml")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        _seed_all(cfg.seed + epoch)  # each epoch's shuffle / mixup / dropout depends only on (seed, epoch)
+        loader_gen.manual_seed(cfg.seed + epoch)
+        model.train()
+        t0 = time.time()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = _tqdm(train_loader, cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        for i, (x, y) in enumerate(bar):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            target = y
+            if mixup is not None:
+                x, target = mixup(x, y)
+            with _autocast(cfg, device):
+                logits = model(x)
+                loss = criterion(logits.float(), target)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            num_updates = epoch * steps + i + 1
+            scheduler.step_update(num_updates)
+            if ema is not None:
+                ema.update(model, step=num_updates)
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
+               "train_top1": 100.0 * correct / seen}
+        val = _run_eval(model, val_loader, cfg, device, num_classes, desc="val")
+        row.update({f"val_{k}": v for k, v in val.items()})
+        score = val["top1"]
+        if ema is not None:
+            val_ema = _run_eval(ema.module, val_loader, cfg, device, num_classes, desc="val (ema)")
+            row.update({f"val_ema_{k}": v for k, v in val_ema.items()})
+            score = max(score, val_ema["top1"])
+        row["time_s"] = time.time() - t0
+        history.append(row)
+        is_best = score > best_top1
+        if is_best:
+            best_top1, best_epoch = score, epoch + 1
+        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "ema": ema.module.state_dict() if ema is not None else None, "epoch": epoch, "history": history,
+                "best_top1": best_top1, "best_epoch": best_epoch, "rng": _rng_state(), "config": cfg.to_dict(),
+                "classes": classes, "num_classes": num_classes}
+        save_checkpoint_atomic(ckpt, run_dir / "last.pt")
+        if is_best:
+            save_checkpoint_atomic(ckpt, run_dir / "best.pt")
+        _write_metrics(run_dir, history)
+        log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs,
+                 ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+    if not history:
+        _write_metrics(run_dir, history)
+    return {"run_dir": str(run_dir), "best_top1": best_top1, "best_epoch": best_epoch, "history": history,
+            "model": model}
+
+
+def _model_from_checkpoint(ckpt: dict, use_ema: bool) -> tuple[nn.Module, TrainConfig]:
+    cfg = TrainConfig.from_dict(ckpt["config"], source="checkpoint config")
+    model = build_model(cfg, ckpt["num_classes"])
+    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(state)
+    return model.eval(), cfg
+
+
+def evaluate(checkpoint: str | Path, split: str = "val", data_dir: str | None = None, use_ema: bool = True,
+             batch_size: int | None = None, device: str = "auto", progress: bool = True) -> dict:
+    """Loss / top-1 / top-5 (%) of a checkpoint (file or run folder) on ``split`` of its config's dataset."""
+    ckpt = load_checkpoint(checkpoint)
+    model, cfg = _model_from_checkpoint(ckpt, use_ema)
+    cfg.device, cfg.progress = device, progress
+    if data_dir:
+        cfg.data_dir = data_dir
+    if batch_size:
+        cfg.batch_size = batch_size
+    dev = _device(cfg)
+    ds, _ = build_dataset(cfg, split, train=False)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    result = _run_eval(model.to(dev), loader, cfg, dev, ckpt["num_classes"], desc=f"eval {split}")
+    result.update(split=split, n=len(ds), ema=bool(use_ema and ckpt.get("ema") is not None),
+                  epoch=ckpt["epoch"] + 1)
+    return result
+
+
+@torch.no_grad()
+def predict(checkpoint: str | Path, files: list[str | Path], topk: int = 1, use_ema: bool = True,
+            device: str = "auto") -> list[dict]:
+    """Class and probability for each image file: ``[{"file", "class", "index", "prob", "topk": [...]}]``."""
+    ckpt = load_checkpoint(checkpoint)
+    model, cfg = _model_from_checkpoint(ckpt, use_ema)
+    cfg.device = device
+    dev = _device(cfg)
+    model.to(dev)
+    classes = ckpt["classes"]
+    out = []
+    for f in files:
+        x = load_image(f, cfg).unsqueeze(0).to(dev)
+        with _autocast(cfg, dev):
+            probs = model(x).float().softmax(-1)[0]
+        p, idx = probs.topk(min(topk, probs.numel()))
+        name = [classes[i] if i < len(classes) else str(i) for i in idx.tolist()]
+        top = [{"class": c, "index": int(i), "prob": float(q)} for c, i, q in zip(name, idx, p, strict=True)]
+        out.append({"file": str(f), "class": name[0], "index": int(idx[0]), "prob": float(p[0]), "topk": top})
+    return out
