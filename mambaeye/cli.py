@@ -130,9 +130,14 @@ def list_cmd(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    from mambaeye.models import profile
+    from mambaeye.models import list_models, profile
 
-    print(profile(args.name, img_size=args.img_size, batch_size=args.batch_size).table())
+    kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    planned = {n for family in ("umamba", "baselines") for n in list_models(family=family)}
+    if args.name in planned and args.img_size is not None:
+        kwargs["input_size"] = args.img_size  # these networks plan their stages for the input size
+    print(profile(args.name, img_size=args.img_size, batch_size=args.batch_size, in_chans=args.in_chans,
+                  **kwargs).table())
     return 0
 
 
@@ -183,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--img-size", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--in-chans", type=int, default=None, help="input channels (e.g. 1 for MRI)")
+    p.add_argument("--num-classes", type=int, default=None)
     p.set_defaults(func=info)
 
     p = sub.add_parser("convert", help="convert an official checkpoint to safetensors + a JSON config")

@@ -59,3 +59,10 @@ def test_data_prepare(tmp_path):
     assert main(["data", "prepare", "dsb2018_nuclei", "--out", str(tmp_path)]) == 0
     root = tmp_path / "Dataset993_DSB2018Nuclei"
     assert (root / "dataset.json").exists() and any((root / "imagesTr").iterdir())
+
+
+def test_info_plans_segmentation_networks_for_the_input_size(capsys):
+    # the papers' 2D AbdomenMRI setting (320x320, 1 channel, 14 classes): 7 stages, the official 47,533,012
+    assert main(["info", "umamba_bot", "--img-size", "320", "--in-chans", "1", "--num-classes", "14"]) == 0
+    total = [line for line in capsys.readouterr().out.splitlines() if line.startswith("total")][0]
+    assert "47,533,012" in total and "1x14x320x320" in total

@@ -308,6 +308,8 @@ class UMamba(nn.Module):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if input_size is not None:
+            if isinstance(input_size, int):  # one int: the same size on every axis
+                input_size = (input_size,) * spatial_dims
             input_size = tuple(int(i) for i in input_size)
             if len(input_size) != spatial_dims or min(input_size) < 1:
                 raise ValueError(f"input_size must be {spatial_dims} positive ints, got {input_size!r}")
