@@ -23,9 +23,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ._io import CheckpointError, atomic_write, load_checkpoint_file, save_safetensors, unwrap_state_dict
+from ._io import (
+    CheckpointError,
+    atomic_write,
+    checkpoint_state_dict,
+    load_checkpoint_file,
+    read_checkpoint_object,
+    save_safetensors,
+    unwrap_state_dict,
+)
 from ._table import KeyTable, UnmappedKeysError
-from .nnunet import convert_nnunet_checkpoint, read_nnunet_checkpoint
+from .nnunet import convert_nnunet_checkpoint, is_nnunet_checkpoint
 from .vim import VIM_KEY_TABLE, describe_vim, is_vim_state_dict, vim_from_official, vim_to_official
 from .vmamba import (
     VMAMBA_V0_KEY_TABLE,
@@ -164,11 +172,11 @@ def convert_checkpoint(
     source, output = Path(source), Path(output)
     if output.suffix != ".safetensors":
         raise ValueError(f"output must end in .safetensors, got {output}")
-    nnunet = read_nnunet_checkpoint(source)
-    if nnunet is not None:  # nnU-Net U-Mamba: architecture from plans.json / dataset.json beside it
-        return convert_nnunet_checkpoint(source, output, nnunet, model_name=model_name, allow_unused=allow_unused,
+    obj = read_checkpoint_object(source)  # read once, whichever family it turns out to be
+    if is_nnunet_checkpoint(obj):  # nnU-Net U-Mamba: architecture from plans.json / dataset.json beside it
+        return convert_nnunet_checkpoint(source, output, obj, model_name=model_name, allow_unused=allow_unused,
                                          **model_kwargs)
-    raw = load_checkpoint_file(source, use_ema=use_ema)
+    raw = checkpoint_state_dict(obj, source, use_ema=use_ema)
     try:
         family, version = detect_checkpoint(raw)
     except ValueError as err:

@@ -83,11 +83,9 @@ def unwrap_state_dict(obj: Any, use_ema: bool = False, source: str = "checkpoint
     return state_dict
 
 
-def load_checkpoint_file(path: str | Path, use_ema: bool = False) -> dict[str, Tensor]:
-    """Read ``path`` (.safetensors, or a torch file read with ``weights_only=True``) into a flat state dict.
-
-    Errors (missing, truncated or not a checkpoint) raise :class:`CheckpointError` naming the file.
-    """
+def read_checkpoint_object(path: str | Path) -> Any:
+    """What a checkpoint file holds: a .safetensors file's tensors, or a torch file's object read with
+    ``weights_only=True``. Errors (missing, truncated or not a checkpoint) raise naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} does not exist")
@@ -96,15 +94,29 @@ def load_checkpoint_file(path: str | Path, use_ema: bool = False) -> dict[str, T
         from safetensors.torch import load_file
 
         try:
-            return unwrap_state_dict(load_file(path), source=str(path))
+            return load_file(path)
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from err
     try:
-        obj = _torch_load(path)
+        return _torch_load(path)
     except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot read it as a torch checkpoint with weights_only=True "
                               f"(truncated or corrupt, or not a checkpoint?): {err}") from err
-    return unwrap_state_dict(obj, use_ema=use_ema, source=str(path))
+
+
+def checkpoint_state_dict(obj: Any, path: str | Path, use_ema: bool = False) -> dict[str, Tensor]:
+    """The flat state dict of what :func:`read_checkpoint_object` returned (``use_ema`` applies to torch
+    files only: a .safetensors file holds one state dict)."""
+    path = Path(path)
+    return unwrap_state_dict(obj, use_ema=use_ema and path.suffix != ".safetensors", source=str(path))
+
+
+def load_checkpoint_file(path: str | Path, use_ema: bool = False) -> dict[str, Tensor]:
+    """Read ``path`` (.safetensors, or a torch file read with ``weights_only=True``) into a flat state dict.
+
+    Errors (missing, truncated or not a checkpoint) raise :class:`CheckpointError` naming the file.
+    """
+    return checkpoint_state_dict(read_checkpoint_object(path), path, use_ema=use_ema)
 
 
 def atomic_write(path: str | Path, write) -> None:
