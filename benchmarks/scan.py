@@ -24,50 +24,10 @@ from pathlib import Path
 
 import torch
 
+# shapes (with the official kernel's H100 times), inputs, byte counts and dtypes: the `mambaeye bench scan` suite's
+from mambaeye.bench._common import DTYPES
+from mambaeye.bench.scan import GPU_SHAPES, SHAPES, make_inputs, min_bytes
 from mambaeye.ops import available_backends, selective_scan
-
-# name: batch, dim, length, dstate, groups of B/C, z given, official (fwd ms, fwd+bwd ms) on H100 80GB HBM3
-SHAPES = {
-    "vim_ti_224": dict(batch=128, dim=384, length=197, dstate=16, groups=1, z=True, official=(0.404, 1.641)),
-    "vim_ti_1248": dict(batch=8, dim=384, length=6085, dstate=16, groups=1, z=True, official=(0.591, 2.999)),
-    "vmamba_t_stage1": dict(batch=128, dim=384, length=3136, dstate=1, groups=4, z=False, official=(1.100, 3.988)),
-    "vmamba_v0_stage1": dict(batch=32, dim=768, length=3136, dstate=16, groups=4, z=False, official=(2.709, 12.48)),
-    "long_1d": dict(batch=8, dim=1536, length=4096, dstate=16, groups=1, z=True, official=(0.901, 4.569)),
-    "cpu_1d": dict(batch=2, dim=64, length=3136, dstate=16, groups=1, z=True, official=None),
-}
-GPU_SHAPES = [n for n in SHAPES if n != "cpu_1d"]
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def make_inputs(shape: dict, dtype: torch.dtype, device: str, requires_grad: bool) -> dict:
-    """u, delta, z, B, C ~ randn in dtype, delta * 0.5, A = -(rand + 0.5), delta_bias ~ randn, D ~ randn."""
-    b, d, l, n, g = shape["batch"], shape["dim"], shape["length"], shape["dstate"], shape["groups"]
-    t = dict(
-        u=torch.randn(b, d, l, device=device, dtype=dtype),
-        delta=0.5 * torch.randn(b, d, l, device=device, dtype=dtype),
-        A=-(torch.rand(d, n, device=device) + 0.5),
-        B=torch.randn(b, g, n, l, device=device, dtype=dtype),
-        C=torch.randn(b, g, n, l, device=device, dtype=dtype),
-        D=torch.randn(d, device=device),
-        z=torch.randn(b, d, l, device=device, dtype=dtype) if shape["z"] else None,
-        delta_bias=torch.randn(d, device=device),
-    )
-    for v in t.values():
-        if v is not None:
-            v.requires_grad_(requires_grad)
-    return t
-
-
-def min_bytes(shape: dict, dtype: torch.dtype, backward: bool) -> int:
-    es = torch.finfo(dtype).bits // 8
-    b, d, l, n, g = shape["batch"], shape["dim"], shape["length"], shape["dstate"], shape["groups"]
-    act = b * d * l * es
-    bc = b * g * n * l * es
-    fwd = act * (3 + shape["z"]) + 2 * bc  # read u, delta (z), B, C; write out
-    if not backward:
-        return fwd
-    # backward: read u, delta, (z), dout, B, C; write du, ddelta, (dz), dB, dC
-    return fwd + act * (5 + 2 * shape["z"]) + 4 * bc
 
 
 def timer(device: str):

@@ -9,8 +9,8 @@ import argparse
 import re
 
 import torch
-from scan import SHAPES, make_inputs
 
+from mambaeye.bench.scan import SHAPES, make_inputs
 from mambaeye.ops import selective_scan
 from mambaeye.ops.selective_scan import triton_scan
 

@@ -13,8 +13,8 @@ import argparse
 import torch
 import triton
 import triton.testing
-from scan import SHAPES, make_inputs
 
+from mambaeye.bench.scan import SHAPES, make_inputs
 from mambaeye.ops import selective_scan
 from mambaeye.ops.selective_scan import triton_scan
 
