@@ -45,7 +45,7 @@ from ..convert.vmamba import is_vmamba_state_dict, vmamba_from_official
 from ._builder import build_model
 from ._helpers import drop_path_rates
 from ._registry import register_model
-from .vmamba import PatchMerging2D, Permute, VSSBlock, VSSStage
+from .vmamba import PatchMerging2D, Permute, VSSBlock, VSSStage, init_linear_norm
 
 __all__ = ["SwinUMamba", "SwinUMambaD", "VSSMEncoder", "PatchMerging3D", "PatchExpand", "checkpoint_filter_fn",
            "load_encoder_checkpoint"]
@@ -106,7 +106,7 @@ class VSSMEncoder(nn.Module):
             down = merge(dims[i], dims[i + 1]) if i < len(depths) - 1 else nn.Identity()
             self.layers.append(_vss_stage(dpr[sum(depths[:i]):sum(depths[:i + 1])], dims[i], down, d_state, backend,
                                           spatial_dims))
-        self.apply(_init_linear_norm)
+        self.apply(init_linear_norm)  # the official VSSMEncoder init
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.patch_embed(x)  # (B, *S', C)
@@ -116,17 +116,6 @@ class VSSMEncoder(nn.Module):
             outs.append(x.movedim(-1, 1))
             x = stage.downsample(x)
         return outs
-
-
-def _init_linear_norm(m: nn.Module) -> None:
-    """The official VSSMEncoder init: Linear trunc_normal(0.02) and zero bias, LayerNorm 1 / 0."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # -------------------------------------------------------------------------------------------------------

@@ -196,6 +196,17 @@ class ClassifierHead(nn.Module):
         self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
 
 
+
+def init_linear_norm(m: nn.Module) -> None:
+    """VMamba's per-module init: nn.Linear trunc_normal(0.02) with zero bias, LayerNorm weight 1 / bias 0."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
 class VSSM(nn.Module):
     """VMamba classification backbone (v2 or vanilla v0, chosen by the arguments; see the module docstring).
 
@@ -270,13 +281,7 @@ class VSSM(nn.Module):
         head) trunc-normal(0.02) with zero bias, every LayerNorm weight 1 / bias 0; convs keep PyTorch's init
         and SS2D's scan parameters (x_proj_weight, dt_projs_*, A_logs, Ds) their own."""
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_linear_norm(m)
 
     # ---------------------------------------------------------------------------------------------------
     # timm contract
