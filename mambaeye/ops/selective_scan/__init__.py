@@ -152,10 +152,22 @@ def _state_dtype(u: Tensor) -> torch.dtype:
 
 
 # --------------------------------------------------------------------------------------------------------
-# torch.library registration. The backends take normalised inputs: u, delta, z contiguous (B, D, L);
-# B and C either fixed (D, N) or grouped (B, G, N, L), contiguous. The forward returns
+# torch.library registration. The backends take normalised inputs: u, delta, z (B, D, L); B and C either fixed
+# (D, N) or grouped (B, G, N, L). For the torch backend all are contiguous; the triton kernels take any batch,
+# channel, group and state strides as long as L is the contiguous dimension, so views such as the channel-major
+# (D, B, L) projections of the Mamba layers reach them without a copy. out has delta's layout when delta is
+# dense (torch.empty_like), and each gradient its input's. The forward returns
 # (out, last_state, chunk_states): chunk_states (B, D, n_chunks, N) holds the state *entering* each chunk,
 # saved for the backward when gradients are needed (an empty tensor otherwise).
+
+
+def _normalise(t: Tensor | None, backend: str) -> Tensor | None:
+    """The layout the backend addresses: for triton any strides with L contiguous, else contiguous."""
+    if t is None:
+        return None
+    if backend == "triton" and t.dim() >= 3 and (t.stride(-1) == 1 or t.shape[-1] == 1):
+        return t
+    return t.contiguous()
 
 
 def _num_chunks(backend: str, u: Tensor, dstate: int) -> int:
@@ -190,7 +202,8 @@ def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_sta
     state = _state_dtype(u)
     n_chunks = _num_chunks(backend, u, dstate) if save_states else 0
     shape = (batch, dim, n_chunks, dstate) if save_states else (0,)
-    return torch.empty_like(u), u.new_empty(batch, dim, dstate, dtype=state), u.new_empty(shape, dtype=state)
+    out = torch.empty_like(delta, dtype=u.dtype)  # as the backends: delta's layout when dense
+    return out, u.new_empty(batch, dim, dstate, dtype=state), u.new_empty(shape, dtype=state)
 
 
 @torch.library.custom_op("mambaeye::selective_scan_bwd", mutates_args=())
@@ -221,7 +234,7 @@ def _scan_bwd(
 @_scan_bwd.register_fake
 def _scan_bwd_fake(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states, backend,
                    reverse):
-    def like(t):
+    def like(t):  # each gradient in its input's layout when that is dense (see the backends)
         return torch.empty_like(t) if t is not None else u.new_empty(0)
 
     return like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias)
@@ -243,7 +256,7 @@ def _backward(ctx, dout, dlast_state, _dchunk_states):
             "selective_scan: the forward ran without saving its chunk states (no input required grad then)"
         )
     grads = _scan_bwd(
-        dout.contiguous(), dlast_state, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus,
+        _normalise(dout, ctx.backend), dlast_state, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus,
         chunk_states, ctx.backend, ctx.reverse,
     )
     du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = grads
@@ -295,7 +308,7 @@ def selective_scan(
     if C.dim() == 3:
         C = C.unsqueeze(1)
     tensors = (u, delta, A, B, C, D, z, delta_bias)
-    u, delta, A, B, C, D, z, delta_bias = (t.contiguous() if t is not None else None for t in tensors)
+    u, delta, A, B, C, D, z, delta_bias = (_normalise(t, backend) for t in tensors)
     save_states = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     out, last_state, _ = _scan_fwd(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), save_states, backend,
                                    bool(reverse))

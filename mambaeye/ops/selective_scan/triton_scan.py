@@ -90,18 +90,17 @@ def _softplus(x):
 
 
 @triton.jit
-def _load_bc(ptr, stride_b, stride_g, b, g, offs_d, offs_n, offs_l, pos, dstate, length,
-             FIXED: tl.constexpr, DT: tl.constexpr):
+def _load_bc(ptr, stride_n, offs_d, offs_n, offs_l, pos, dstate, length, FIXED: tl.constexpr, DT: tl.constexpr):
     """B or C as a tile that broadcasts against (BLOCK_L, BLOCK_N, BLOCK_D).
 
     fixed (D, N) -> (1, BLOCK_N, BLOCK_D); per step (B, G, N, L) -> (BLOCK_L, BLOCK_N, 1), scan step offs_l
-    read at memory position pos (see _seq_index).
+    read at memory position pos (see _seq_index); ptr then points at this program's (batch, group) (N, L) block.
     """
     if FIXED:
         ptrs = ptr + offs_d[None, :] * dstate + offs_n[:, None]
         tile = tl.load(ptrs, mask=offs_n[:, None] < dstate, other=0.0).to(DT)[None, :, :]
     else:
-        ptrs = ptr + b * stride_b + g * stride_g + offs_n[None, :] * length + pos[:, None]
+        ptrs = ptr + offs_n[None, :] * stride_n + pos[:, None]
         mask = (offs_n[None, :] < dstate) & (offs_l[:, None] < length) & (offs_l[:, None] >= 0)
         tile = tl.load(ptrs, mask=mask, other=0.0).to(DT)[:, :, None]
     return tile
@@ -139,7 +138,8 @@ def _seq_index(offs_l, direction, length, H, W, CROSS: tl.constexpr, REVERSE: tl
 @triton.jit
 def _scan_segment_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hend_ptr, dtsum_ptr,
-    dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g, u_dim, H, W,
+    dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g, stride_B_n, u_dim, H, W,
+    stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, CROSS: tl.constexpr,
     REVERSE: tl.constexpr,
@@ -154,13 +154,14 @@ def _scan_segment_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     offs_t = tl.arange(0, BLOCK_L)
     gB = d0 // dim_per_group_B
+    B_blk = B_ptr + b * stride_B_b + gB * stride_B_g  # this (batch, group)'s (N, L) block (strides 0 if fixed)
     n_mask = offs_n[:, None] < dstate
     A2 = tl.load(A_ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=n_mask, other=0.0).to(DT) * 1.4426950408889634
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(DT)
     direction = d0 // u_dim
-    row = (b * dim + offs_d) * length
-    row_u = (b * u_dim + offs_d % u_dim) * length
+    row = b * stride_delta_b + offs_d * stride_delta_d
+    row_u = b * stride_u_b + (offs_d % u_dim) * stride_u_d
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dt_total = tl.zeros((BLOCK_D,), dtype=DT)
     for tile in range(seg * tiles_per_seg, (seg + 1) * tiles_per_seg):
@@ -175,7 +176,7 @@ def _scan_segment_kernel(
         if SOFTPLUS:
             dt = _softplus(dt)
         dt = tl.where(l_mask, dt, 0.0)
-        Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_l, pos, dstate, length, B_FIXED,
+        Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_l, pos, dstate, length, B_FIXED,
                       DT)
         decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
         x = (dt * u)[:, None, :] * Bt
@@ -192,7 +193,9 @@ def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     out_ptr, last_ptr, states_ptr, hend_ptr, dtsum_ptr,
     dim, length, dstate, n_tiles, tiles_per_seg, n_seg,
-    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g, u_dim, H, W,
+    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_B_n, stride_C_b, stride_C_g, stride_C_n,
+    u_dim, H, W, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d, stride_z_b, stride_z_d,
+    stride_out_b, stride_out_d,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
@@ -211,6 +214,8 @@ def _scan_fwd_kernel(
     offs_t = tl.arange(0, BLOCK_L)
     gB = d0 // dim_per_group_B
     gC = d0 // dim_per_group_C
+    B_blk = B_ptr + b * stride_B_b + gB * stride_B_g  # this (batch, group)'s (N, L) blocks (strides 0 if fixed)
+    C_blk = C_ptr + b * stride_C_b + gC * stride_C_g
     n_mask = offs_n[:, None] < dstate
     nd_ptrs = (b * dim + offs_d[None, :]) * dstate + offs_n[:, None]  # (BN, BD) into (B, D, N)
 
@@ -222,9 +227,12 @@ def _scan_fwd_kernel(
         bias = tl.load(bias_ptr + offs_d).to(DT)
 
     # u may be shared by the groups (cross-scan: one u, K directions); delta, z and out have all dim channels
+    # (BD,) start of each channel's sequence (each is contiguous along L; batch and channel strides are free)
     direction = d0 // u_dim
-    row = (b * dim + offs_d) * length  # (BD,) start of each channel's sequence
-    row_u = (b * u_dim + offs_d % u_dim) * length
+    row = b * stride_out_b + offs_d * stride_out_d
+    row_dt = b * stride_delta_b + offs_d * stride_delta_d
+    row_z = b * stride_z_b + offs_d * stride_z_d
+    row_u = b * stride_u_b + (offs_d % u_dim) * stride_u_d
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     for prev in range(seg):  # h_end(s) = exp(A sum dt over s) h_end(s-1) + h_end from zero(s)
         dt_sum = tl.load(dtsum_ptr + (b * dim + offs_d) * n_seg + prev).to(DT)
@@ -239,11 +247,11 @@ def _scan_fwd_kernel(
     first = offs_first[:, None] < length
     pos_first = _seq_index(offs_first, direction, length, H, W, CROSS, REVERSE)
     u_in = tl.load(u_ptr + row_u[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
-    dt_in = tl.load(delta_ptr + row[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
-    z_in = tl.load(z_ptr + row[None, :] + pos_first[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
-    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_first, pos_first, dstate, length,
+    dt_in = tl.load(delta_ptr + row_dt[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
+    z_in = tl.load(z_ptr + row_z[None, :] + pos_first[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
+    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_first, pos_first, dstate, length,
                   B_FIXED, DT)
-    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_first, pos_first, dstate, length,
+    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_first, pos_first, dstate, length,
                   C_FIXED, DT)
     for tile in range(first_tile, end_tile):
         offs_l = tile * BLOCK_L + offs_t
@@ -253,12 +261,12 @@ def _scan_fwd_kernel(
         mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] < end_tile * BLOCK_L)
         pos_ld = _seq_index(offs_ld, direction, length, H, W, CROSS, REVERSE)
         u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
-        dt_ld = tl.load(delta_ptr + row[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
-        z_ld = tl.load(z_ptr + row[None, :] + pos_ld[:, None], mask=mask_ld & HAS_Z, other=0.0)
+        dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
+        z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld[:, None], mask=mask_ld & HAS_Z, other=0.0)
         offs_bc = tl.where(offs_ld < end_tile * BLOCK_L, offs_ld, length)  # past the segment: masked out
-        Bt_ld = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_bc, pos_ld, dstate, length,
+        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_bc, pos_ld, dstate, length,
                          B_FIXED, DT)
-        Ct_ld = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_bc, pos_ld, dstate, length,
+        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_ld, dstate, length,
                          C_FIXED, DT)
         if not PREFETCH:
             u_in, dt_in, z_in, Bt, Ct = u_ld, dt_ld, z_ld, Bt_ld, Ct_ld
@@ -300,7 +308,10 @@ def _scan_bwd_kernel(
     dout_ptr, dlast_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
     dim, length, dstate, n_tiles,
-    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_C_b, stride_C_g, u_dim, H, W,
+    dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_B_n, stride_C_b, stride_C_g, stride_C_n,
+    u_dim, H, W, stride_dout_b, stride_dout_d, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
+    stride_z_b, stride_z_d, stride_du_b, stride_du_d, stride_ddelta_b, stride_ddelta_d, stride_dz_b, stride_dz_d,
+    stride_dB_b, stride_dB_g, stride_dB_n, stride_dC_b, stride_dC_g, stride_dC_n,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
@@ -314,6 +325,8 @@ def _scan_bwd_kernel(
     offs_t = tl.arange(0, BLOCK_L)
     gB = d0 // dim_per_group_B
     gC = d0 // dim_per_group_C
+    B_blk = B_ptr + b * stride_B_b + gB * stride_B_g  # this (batch, group)'s (N, L) blocks (strides 0 if fixed)
+    C_blk = C_ptr + b * stride_C_b + gC * stride_C_g
     n_mask = offs_n[:, None] < dstate
     nd_ptrs = (b * dim + offs_d[None, :]) * dstate + offs_n[:, None]  # (BN, BD) into (B, D, N)
 
@@ -337,8 +350,13 @@ def _scan_bwd_kernel(
 
     # du is written per channel of dim (cross-scan: per direction, summed over directions by the caller)
     direction = d0 // u_dim
-    row = (b * dim + offs_d) * length
-    row_u = (b * u_dim + offs_d % u_dim) * length
+    row_do = b * stride_dout_b + offs_d * stride_dout_d
+    row_dt = b * stride_delta_b + offs_d * stride_delta_d
+    row_z = b * stride_z_b + offs_d * stride_z_d
+    row_u = b * stride_u_b + (offs_d % u_dim) * stride_u_d
+    row_du = b * stride_du_b + offs_d * stride_du_d
+    row_ddt = b * stride_ddelta_b + offs_d * stride_ddelta_d
+    row_dz = b * stride_dz_b + offs_d * stride_dz_d
     # tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is processed
     last = (n_tiles - 1) * BLOCK_L + offs_t
     lmask = (last[:, None] < length) & PREFETCH
@@ -346,34 +364,34 @@ def _scan_bwd_kernel(
     lpos = lpos1[:, None]
     lpos_next = _seq_index(last + 1, direction, length, H, W, CROSS, REVERSE)[:, None]
     u_in = tl.load(u_ptr + row_u[None, :] + lpos, mask=lmask, other=0.0)
-    dt_in = tl.load(delta_ptr + row[None, :] + lpos, mask=lmask, other=0.0)
-    dtn_in = tl.load(delta_ptr + row[None, :] + lpos_next, mask=lmask & (last[:, None] + 1 < length), other=0.0)
-    dout_in = tl.load(dout_ptr + row[None, :] + lpos, mask=lmask, other=0.0)
-    z_in = tl.load(z_ptr + row[None, :] + lpos, mask=lmask & HAS_Z, other=0.0)
-    Bt = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, last, lpos1, dstate, length, B_FIXED,
+    dt_in = tl.load(delta_ptr + row_dt[None, :] + lpos, mask=lmask, other=0.0)
+    dtn_in = tl.load(delta_ptr + row_dt[None, :] + lpos_next, mask=lmask & (last[:, None] + 1 < length), other=0.0)
+    dout_in = tl.load(dout_ptr + row_do[None, :] + lpos, mask=lmask, other=0.0)
+    z_in = tl.load(z_ptr + row_z[None, :] + lpos, mask=lmask & HAS_Z, other=0.0)
+    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, last, lpos1, dstate, length, B_FIXED,
                   DT)
-    Ct = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, last, lpos1, dstate, length, C_FIXED,
+    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, last, lpos1, dstate, length, C_FIXED,
                   DT)
     for i in range(n_tiles):
         tile = n_tiles - 1 - i
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
         pos = _seq_index(offs_l, direction, length, H, W, CROSS, REVERSE)
-        ptrs = row[None, :] + pos[:, None]  # (BL, BD)
+        pos2 = pos[:, None]  # (BL, 1)
         offs_ld = offs_l - BLOCK_L * PREFETCH
         mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= 0)
         pos_ld1 = _seq_index(offs_ld, direction, length, H, W, CROSS, REVERSE)
         pos_ld = pos_ld1[:, None]
         pos_ld_next = _seq_index(offs_ld + 1, direction, length, H, W, CROSS, REVERSE)[:, None]
         u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld, mask=mask_ld, other=0.0)
-        dt_ld = tl.load(delta_ptr + row[None, :] + pos_ld, mask=mask_ld, other=0.0)
-        dtn_ld = tl.load(delta_ptr + row[None, :] + pos_ld_next, mask=mask_ld & (offs_ld[:, None] + 1 < length),
+        dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld, mask=mask_ld, other=0.0)
+        dtn_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld_next, mask=mask_ld & (offs_ld[:, None] + 1 < length),
                          other=0.0)
-        dout_ld = tl.load(dout_ptr + row[None, :] + pos_ld, mask=mask_ld, other=0.0)
-        z_ld = tl.load(z_ptr + row[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
-        Bt_ld = _load_bc(B_ptr, stride_B_b, stride_B_g, b, gB, offs_d, offs_n, offs_ld, pos_ld1, dstate, length,
+        dout_ld = tl.load(dout_ptr + row_do[None, :] + pos_ld, mask=mask_ld, other=0.0)
+        z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
+        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_ld, pos_ld1, dstate, length,
                          B_FIXED, DT)
-        Ct_ld = _load_bc(C_ptr, stride_C_b, stride_C_g, b, gC, offs_d, offs_n, offs_ld, pos_ld1, dstate, length,
+        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_ld, pos_ld1, dstate, length,
                          C_FIXED, DT)
         if not PREFETCH:
             u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
@@ -409,7 +427,7 @@ def _scan_bwd_kernel(
             if HAS_D:
                 y += Dv[None, :] * u
             dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-            tl.store(dz_ptr + ptrs, dz.to(dz_ptr.dtype.element_ty), mask=l_mask)
+            tl.store(dz_ptr + row_dz[None, :] + pos2, dz.to(dz_ptr.dtype.element_ty), mask=l_mask)
             dy = dout * zt * sig
         else:
             dy = dout
@@ -434,8 +452,8 @@ def _scan_bwd_kernel(
         ddt = tl.where(l_mask, ddt, 0.0)
         if HAS_BIAS:
             dbias_acc += tl.sum(ddt, 0)
-        tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=l_mask)
-        tl.store(ddelta_ptr + ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=l_mask)
+        tl.store(du_ptr + row_du[None, :] + pos2, du.to(du_ptr.dtype.element_ty), mask=l_mask)
+        tl.store(ddelta_ptr + row_ddt[None, :] + pos2, ddt.to(ddelta_ptr.dtype.element_ty), mask=l_mask)
 
         # dB_t = sum_d g_t dt_t u_t ; dC_t = sum_d h_t dy_t
         gx = g * dtu[:, None, :]
@@ -444,12 +462,12 @@ def _scan_bwd_kernel(
         if B_FIXED:
             dB_acc += tl.sum(gx, 0)
         else:
-            bc_ptrs = b * stride_B_b + gB * stride_B_g + offs_n[None, :] * length + pos[:, None]
+            bc_ptrs = b * stride_dB_b + gB * stride_dB_g + offs_n[None, :] * stride_dB_n + pos[:, None]
             tl.atomic_add(dB_ptr + bc_ptrs, tl.sum(gx, 2), mask=bc_mask, sem="relaxed")
         if C_FIXED:
             dC_acc += tl.sum(hdy, 0)
         else:
-            bc_ptrs = b * stride_C_b + gC * stride_C_g + offs_n[None, :] * length + pos[:, None]
+            bc_ptrs = b * stride_dC_b + gC * stride_dC_g + offs_n[None, :] * stride_dC_n + pos[:, None]
             tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 2), mask=bc_mask, sem="relaxed")
 
         if PREFETCH:
@@ -470,11 +488,16 @@ def _compute_dtype(u: Tensor):
     return (torch.float64, tl.float64) if u.dtype == torch.float64 else (torch.float32, tl.float32)
 
 
-def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int]:
-    """(channels per group, batch stride, group stride) of a fixed (D, N) or grouped (B, G, N, L) B/C."""
+def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int, int]:
+    """(channels per group, batch, group and state strides) of a fixed (D, N) or grouped (B, G, N, L) B/C."""
     if t.dim() == 2:
-        return dim, 0, 0
-    return dim // t.shape[1], t.stride(0), t.stride(1)
+        return dim, 0, 0, 0
+    return dim // t.shape[1], t.stride(0), t.stride(1), t.stride(2)
+
+
+def _bd_strides(t: Tensor | None) -> tuple[int, int]:
+    """(batch, channel) strides of a (B, D, L) tensor whose rows are contiguous along L; (0, 0) for None."""
+    return (t.stride(0), t.stride(1)) if t is not None else (0, 0)
 
 
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
@@ -525,12 +548,12 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     state_dtype, DT = _compute_dtype(u)
     block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, False)
     n_tiles = triton.cdiv(length, block_l)
-    out = torch.empty_like(delta, dtype=u.dtype)
+    out = torch.empty_like(delta, dtype=u.dtype)  # delta's layout when it is dense, else contiguous
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=state_dtype)
     states = (torch.empty(batch, dim, n_tiles, dstate, device=u.device, dtype=state_dtype) if save_states
               else u.new_empty(0, dtype=state_dtype))
-    dpg_B, sBb, sBg = _bc_args(B, dim)
-    dpg_C, sCb, sCg = _bc_args(C, dim)
+    dpg_B, *B_strides = _bc_args(B, dim)
+    dpg_C, *C_strides = _bc_args(C, dim)
     n_seg = _num_segments(batch * (dim // block_d), n_tiles)
     tiles_per_seg = triton.cdiv(n_tiles, n_seg)
     n_seg = triton.cdiv(n_tiles, tiles_per_seg)
@@ -539,7 +562,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     if n_seg > 1:  # the last segment's summary is never read
         _scan_segment_kernel[(dim // block_d, batch, n_seg - 1)](
             u, delta, A, B, delta_bias if delta_bias is not None else u, hend, dtsum,
-            dim, length, dstate, tiles_per_seg, n_seg, dpg_B, sBb, sBg, u.shape[1], grid_h, grid_w,
+            dim, length, dstate, tiles_per_seg, n_seg, dpg_B, *B_strides, u.shape[1], grid_h, grid_w,
+            *_bd_strides(u), *_bd_strides(delta),
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
             BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, CROSS=cross_k, REVERSE=bool(reverse),
             num_warps=num_warps,
@@ -549,8 +573,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
         u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
         delta_bias if delta_bias is not None else u,
         out, last, states, hend, dtsum,
-        dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, sBb, sBg, sCb, sCg,
-        u.shape[1], grid_h, grid_w,
+        dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides,
+        u.shape[1], grid_h, grid_w, *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(out),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
         BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, CROSS=cross_k,
@@ -571,19 +595,20 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     if chunk_states.shape != (batch, dim, n_tiles, dstate):
         raise RuntimeError(f"saved chunk states have shape {tuple(chunk_states.shape)}, "
                            f"expected {(batch, dim, n_tiles, dstate)}")
-    du = torch.empty_like(delta, dtype=u.dtype)
+    # each gradient in its input's layout when that is dense, else contiguous (the op's fake does the same)
+    du = torch.empty_like(u) if cross is None else torch.empty_like(delta, dtype=u.dtype)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
     per_channel = (batch, dim, dstate)
     dA = torch.empty(per_channel, device=u.device, dtype=state_dtype)
     dB = (torch.empty(per_channel, device=u.device, dtype=state_dtype) if B.dim() == 2
-          else torch.zeros(B.shape, device=u.device, dtype=state_dtype))
+          else torch.zeros_like(B, dtype=state_dtype))
     dC = (torch.empty(per_channel, device=u.device, dtype=state_dtype) if C.dim() == 2
-          else torch.zeros(C.shape, device=u.device, dtype=state_dtype))
+          else torch.zeros_like(C, dtype=state_dtype))
     dD = torch.empty(batch, dim, device=u.device, dtype=state_dtype) if D is not None else None
     dbias = torch.empty(batch, dim, device=u.device, dtype=state_dtype) if delta_bias is not None else None
-    dpg_B, sBb, sBg = _bc_args(B, dim)
-    dpg_C, sCb, sCg = _bc_args(C, dim)
+    dpg_B, *B_strides = _bc_args(B, dim)
+    dpg_C, *C_strides = _bc_args(C, dim)
     placeholder = du
     grid = (dim // block_d, batch)
     _scan_bwd_kernel[grid](
@@ -592,7 +617,9 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
         delta_bias if delta_bias is not None else placeholder, chunk_states,
         du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
         dD if dD is not None else placeholder, dbias if dbias is not None else placeholder,
-        dim, length, dstate, n_tiles, dpg_B, dpg_C, sBb, sBg, sCb, sCg, u.shape[1], grid_h, grid_w,
+        dim, length, dstate, n_tiles, dpg_B, dpg_C, *B_strides, *C_strides, u.shape[1], grid_h, grid_w,
+        *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
+        *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, HAS_DLAST=dlast_state is not None, DT=DT,
         BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, CROSS=cross_k,

@@ -1,0 +1,84 @@
+"""Where a model's GPU time goes: torch.profiler's CUDA kernel table for a few steps of a named case.
+
+    python benchmarks/profile_models.py                       # every case
+    python benchmarks/profile_models.py --cases vim_ti_1248   # one case; --rows 30 for a longer table
+
+Cases (bf16 autocast, random inputs): vim_ti_1248 (inference, batch 8, 1248²), vim_ti_224_train (batch 128,
+forward + backward), vmamba_t_224 (inference, batch 128), vmamba_t_224_train. Prints, per case, the median
+step time and the kernels sorted by total CUDA time, so the next optimisation is chosen from a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mambaeye import create_model
+
+CASES = {
+    # name: (model, img_size, batch, train)
+    "vim_ti_1248": ("vim_tiny", 1248, 8, False),
+    "vim_ti_224": ("vim_tiny", 224, 128, False),
+    "vim_ti_224_train": ("vim_tiny", 224, 128, True),
+    "vmamba_t_224": ("vmamba_tiny", 224, 128, False),
+    "vmamba_t_224_train": ("vmamba_tiny", 224, 128, True),
+}
+
+
+def make_step(name: str):
+    model_name, size, batch, train = CASES[name]
+    model = create_model(model_name, img_size=size).cuda()
+    x = torch.randn(batch, 3, size, size, device="cuda")
+    if train:
+        model.train()
+        target = torch.randint(0, 1000, (batch,), device="cuda")
+
+        def step():
+            with torch.autocast("cuda", torch.bfloat16):
+                loss = F.cross_entropy(model(x).float(), target)
+            loss.backward()
+    else:
+        model.eval()
+
+        def step():
+            with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+                model.forward_features(x)
+    return step, batch
+
+
+def profile(name: str, rows: int) -> None:
+    step, batch = make_step(name)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    ms = sorted(times)[2] * 1e3
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    print(f"\n## {name}: {ms:.2f} ms/step, {batch / ms * 1e3:.1f} img/s (3 profiled steps below)")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=90))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    p.add_argument("--rows", type=int, default=22)
+    args = p.parse_args()
+    print(torch.cuda.get_device_name(), "torch", torch.__version__)
+    for name in args.cases:
+        profile(name, args.rows)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
