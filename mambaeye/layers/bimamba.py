@@ -22,7 +22,9 @@ from .mamba import (
     _fp32_param,
     dt_bias_init,
     dt_weight_init_,
+    in_proj_channel_major,
     mamba_ssm_branch,
+    out_proj_channel_major,
     s4d_real_A_log,
 )
 
@@ -98,7 +100,7 @@ class BiMamba(Mamba):
     def forward(self, hidden_states: Tensor) -> Tensor:
         """hidden_states: (B, L, d_model) -> (B, L, d_model)."""
         self._check_input(hidden_states)
-        xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2 * d_inner, L)
+        xz = in_proj_channel_major(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (B, 2 * d_inner, L)
         x, z = xz.chunk(2, dim=1)
         y = mamba_ssm_branch(
             x, z, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
@@ -111,7 +113,7 @@ class BiMamba(Mamba):
         y = y + y_b  # (B, d_inner, L)
         if self.divide_out:
             y = y / 2
-        return self.out_proj(y.transpose(1, 2))
+        return out_proj_channel_major(y, self.out_proj.weight, self.out_proj.bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", divide_out={self.divide_out}"

@@ -17,6 +17,9 @@ D                  (d_inner,)                        1, float32
 out_proj.weight    (d_model, d_inner)                nn.Linear default
 =================  ================================  ====================================================
 
+The forward applies in_proj, x_proj, dt_proj and out_proj through their weights as 2-D matmuls on channel-major
+activations (as mamba-ssm's fast path does), so forward hooks on those submodules do not fire.
+
 A_log, D and dt_proj.bias are kept in float32 and tagged ``_no_weight_decay``; dt_proj.bias is also
 tagged ``_no_reinit`` so model-level init loops (Vim's ``_init_weights``) leave it alone.
 """
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.causal_conv1d import causal_conv1d
 from ..ops.selective_scan import BACKENDS, selective_scan
 
 __all__ = ["Mamba", "dt_bias_init", "s4d_real_A_log"]
@@ -111,6 +115,34 @@ def _fp32_param(data: Tensor) -> nn.Parameter:
     return p
 
 
+def channel_major(t: Tensor) -> Tensor:
+    """(B, D, L) -> the (D, B * L) matrix of its values: a view when t is stored channel-major, else a copy."""
+    return t.transpose(0, 1).reshape(t.shape[1], -1)
+
+
+def in_proj_channel_major(hidden_states: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """nn.Linear on (B, L, d_model), returned as (B, out, L) stored channel-major, i.e. (out, B, L) in memory.
+
+    One 2-D matmul, weight @ hidden^T, as mamba-ssm computes its in_proj: every tensor of the branch after it
+    (conv output, dt, B, C, delta, the scan output) is then a view of a (channels, B * L) matrix, and the
+    projections between them are plain matmuls - no transposed copies.
+    """
+    batch, length, _ = hidden_states.shape
+    flat = hidden_states.reshape(batch * length, -1).t()  # (d_model, B * L), a view
+    out = torch.mm(weight, flat) if bias is None else torch.addmm(bias[:, None], weight, flat)
+    return out.view(-1, batch, length).transpose(0, 1)
+
+
+def out_proj_channel_major(y: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """nn.Linear over the channels of y (B, D, L) -> (B, L, out); no copy when y is stored channel-major."""
+    batch, _, length = y.shape
+    return F.linear(channel_major(y).t(), weight, bias).view(batch, length, -1)
+
+
+def _conv_backend(backend: str) -> str:
+    return {"triton": "triton", "auto": "auto"}.get(backend, "torch")
+
+
 def mamba_ssm_branch(
     x: Tensor,
     z: Tensor | None,
@@ -126,30 +158,27 @@ def mamba_ssm_branch(
 ) -> Tensor:
     """The Mamba-1 inner path: depthwise conv + SiLU, x_proj -> (dt, B, C), dt_proj, selective scan, gate.
 
-    x, z: (B, d_inner, L); conv_weight (d_inner, 1, d_conv); x_proj_weight (R + 2N, d_inner);
-    dt_proj_weight (d_inner, R); dt_proj_bias (d_inner,); A_log (d_inner, N); D (d_inner,).
-    Returns y * silu(z): (B, d_inner, L).
+    x, z: (B, d_inner, L), best stored channel-major (see :func:`in_proj_channel_major`); conv_weight
+    (d_inner, 1, d_conv); x_proj_weight (R + 2N, d_inner); dt_proj_weight (d_inner, R); dt_proj_bias (d_inner,);
+    A_log (d_inner, N); D (d_inner,). Returns y * silu(z): (B, d_inner, L), channel-major on the triton path.
 
     ``reverse`` computes, in the original order, what the forward path computes on the flipped sequence
-    (Vim's backward branch): flip(branch(flip(x), flip(z))). Nothing is flipped: the conv is anti-causal with
-    the taps reversed, x_proj / dt_proj are per-position, and the scan walks the sequence backwards
+    (Vim's backward branch): flip(branch(flip(x), flip(z))). Nothing is flipped: the conv is anti-causal,
+    x_proj / dt_proj are per-position, and the scan walks the sequence backwards
     (``selective_scan(..., reverse=True)``).
     """
-    d_inner, length = x.shape[1], x.shape[2]
-    width = conv_weight.shape[-1]
-    if reverse:
-        x = F.conv1d(x, conv_weight.flip(-1), conv_bias, padding=width - 1, groups=d_inner)[..., width - 1:]
-    else:
-        x = F.conv1d(x, conv_weight, conv_bias, padding=width - 1, groups=d_inner)[..., :length]
-    x = F.silu(x)  # (B, d_inner, L)
+    batch, d_inner, length = x.shape
+    x = causal_conv1d(x, conv_weight, conv_bias, "silu", reverse=reverse, backend=_conv_backend(backend))
 
     dstate = A_log.shape[1]
     rank = dt_proj_weight.shape[1]
-    x_dbl = F.linear(x.transpose(1, 2), x_proj_weight)  # (B, L, R + 2N)
-    dt, B, C = torch.split(x_dbl, [rank, dstate, dstate], dim=-1)
-    delta = F.linear(dt, dt_proj_weight).transpose(1, 2)  # (B, d_inner, L); bias added in the scan (fp32)
-    B = B.transpose(1, 2)  # (B, N, L)
-    C = C.transpose(1, 2)
+    x_dbl = torch.mm(x_proj_weight, channel_major(x))  # (R + 2N, B * L)
+    delta = torch.mm(dt_proj_weight, x_dbl[:rank])  # (d_inner, B * L); its bias is added in the scan (fp32)
+
+    def per_batch(m: Tensor) -> Tensor:  # (C, B * L) -> (B, C, L) view
+        return m.view(-1, batch, length).transpose(0, 1)
+
+    delta, B, C = per_batch(delta), per_batch(x_dbl[rank:rank + dstate]), per_batch(x_dbl[rank + dstate:])
     # under autocast the projections and the conv may come out in different dtypes: the scan wants u's
     delta, B, C = delta.to(x.dtype), B.to(x.dtype), C.to(x.dtype)
     z = z.to(x.dtype) if z is not None else None
@@ -238,13 +267,13 @@ class Mamba(nn.Module):
     def forward(self, hidden_states: Tensor) -> Tensor:
         """hidden_states: (B, L, d_model) -> (B, L, d_model)."""
         self._check_input(hidden_states)
-        xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2 * d_inner, L)
+        xz = in_proj_channel_major(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (B, 2 * d_inner, L)
         x, z = xz.chunk(2, dim=1)
         y = mamba_ssm_branch(
             x, z, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
             self.dt_proj.bias, self.A_log, self.D, backend=self.backend,
         )  # (B, d_inner, L)
-        return self.out_proj(y.transpose(1, 2))
+        return out_proj_channel_major(y, self.out_proj.weight, self.out_proj.bias)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, d_conv={self.d_conv}, "

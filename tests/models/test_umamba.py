@@ -113,7 +113,7 @@ def test_mamba_layer_runs_in_fp32_under_bf16_autocast_and_trains_without_nan():
     model = UMamba(**_small(2), in_channels=1, num_classes=3, mamba="encoder", input_size=(32, 32))
     seen = []
     for layer in (model.encoder.mamba_layers[1], model.encoder.mamba_layers[3]):
-        layer.mamba.in_proj.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
+        layer.mamba.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = torch.randn(2, 1, 32, 32), torch.randint(0, 3, (2, 32, 32))
     for _ in range(3):
