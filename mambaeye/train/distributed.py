@@ -4,7 +4,8 @@
 
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them everything here is a no-op and a
 run is a single process. Each rank takes ``cuda:LOCAL_RANK`` (NCCL) on GPUs, or the CPU (gloo). Only rank 0
-writes files; metrics are summed over ranks with :func:`all_reduce_sum`.
+writes files; metrics are summed over ranks with :func:`all_reduce_sum`. Evaluation shards the data with
+:class:`ShardSampler`, which (unlike ``DistributedSampler``) pads nothing, so every sample counts exactly once.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import Sampler
 
 __all__ = ["DistInfo", "init_distributed", "resolve_device", "all_reduce_sum", "wrap_ddp", "unwrap", "barrier",
-           "shutdown"]
+           "shutdown", "ShardSampler"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +97,17 @@ def shutdown(info: DistInfo) -> None:
     """Leave the process group (call at the end of a torchrun job)."""
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, ...`` of ``range(n)``, in order: a split of a dataset for evaluation
+    where each sample lands on exactly one rank (ranks may get one sample more or less than others)."""
+
+    def __init__(self, n: int, info: DistInfo) -> None:
+        self.n, self.rank, self.world_size = n, info.rank, info.world_size
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))

@@ -4,7 +4,15 @@
 ``metrics.json`` (one row per epoch), ``loss.png`` / ``accuracy.png``, and the checkpoints ``last.pt`` / ``best.pt``
 (written atomically: temp file + ``os.replace``) holding model, optimizer, scheduler, EMA, AMP scaler, epoch, history
 and RNG states. ``resume`` continues from ``last.pt``; each epoch reseeds its RNGs from ``seed + epoch``, so a
-resumed run ends with the same weights as an uninterrupted one (on deterministic ops)."""
+resumed run ends with the same weights as an uninterrupted one (on deterministic ops).
+
+Under ``torchrun`` (:mod:`mambaeye.train.distributed`) training is data-parallel (DDP): ``batch_size`` is per
+process, each rank draws its share of every epoch from a ``DistributedSampler`` (seeded from ``seed``, reshuffled
+each epoch) and its own mixup / drop-path randomness; validation is sharded without padding and the counts summed
+over ranks, so val metrics cover each val image exactly once. Only rank 0 writes the run folder; every rank reads the
+checkpoint on resume. :func:`evaluate` and :func:`predict` are single-process.
+
+    torchrun --nproc_per_node=2 -m mambaeye train --config configs/classification_mnist.yaml --device cuda"""
 
 from __future__ import annotations
 
@@ -23,10 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from .config import TrainConfig, save_config
 from .data import build_dataset, load_image
+from .distributed import DistInfo, ShardSampler, all_reduce_sum, barrier, init_distributed, shutdown, wrap_ddp
 
 __all__ = ["train", "evaluate", "predict", "build_model", "load_checkpoint", "save_checkpoint_atomic"]
 
@@ -53,6 +62,13 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Rank 0 (and a single process) uses ``seed + epoch``; other ranks get their own stream of (seed, epoch)."""
+    if rank == 0:
+        return seed + epoch
+    return int(np.random.SeedSequence([seed % 2**32, epoch, rank]).generate_state(1)[0])
 
 
 def _rng_state() -> dict:
@@ -124,11 +140,14 @@ def _accuracy(logits: torch.Tensor, target: torch.Tensor, k: int) -> tuple[int, 
 
 @torch.no_grad()
 def _run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device, num_classes: int,
-              desc: str = "eval") -> dict:
+              desc: str = "eval", info: DistInfo | None = None) -> dict:
+    """Mean loss, top-1 / top-5 (%) and count ``n``; under DDP each rank runs its shard (``model`` unwrapped, so
+    no collective inside the loop, whatever the shard sizes) and the sums are added over ranks."""
+    info = info or DistInfo()
     model.eval()
     k = min(5, num_classes)
     loss_sum, top1, top5, n = 0.0, 0, 0, 0
-    for x, y in _tqdm(loader, cfg.progress, desc=desc):
+    for x, y in _tqdm(loader, cfg.progress and info.is_main, desc=desc):
         x, y = x.to(device), y.to(device)
         with _autocast(cfg, device):
             logits = model(x)
@@ -136,8 +155,9 @@ def _run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: to
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         c1, c5 = _accuracy(logits, y, k)
         top1, top5, n = top1 + c1, top5 + c5, n + len(y)
-    n = max(n, 1)
-    return {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
+    loss_sum, top1, top5, n = all_reduce_sum([loss_sum, top1, top5, n], info, device)
+    d = max(n, 1)
+    return {"loss": loss_sum / d, "top1": 100.0 * top1 / d, "top5": 100.0 * top5 / d, "n": int(n)}
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -187,30 +207,36 @@ def _resume_path(cfg: TrainConfig, run_dir: Path) -> Path | None:
 def train(cfg: TrainConfig) -> dict:
     """Train a classifier; returns ``{"run_dir", "best_top1", "best_epoch", "history", "model"}``.
 
-    ``cfg.deterministic`` turns on ``torch.use_deterministic_algorithms`` for the run (restored afterwards)."""
+    ``cfg.deterministic`` turns on ``torch.use_deterministic_algorithms`` for the run (restored afterwards).
+    Under torchrun it joins the process group first and leaves it at the end (unless the caller had already
+    joined it: then the group stays the caller's); every rank returns the same metrics."""
     prev = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     prev_bench = torch.backends.cudnn.benchmark
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info, device = init_distributed(cfg.device)
     try:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        return _train(cfg)
+        return _train(cfg, info, device)
     finally:
         torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
         torch.backends.cudnn.benchmark = prev_bench
+        if owns_group:
+            shutdown(info)
 
 
-def _train(cfg: TrainConfig) -> dict:
+def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
     from timm.data import Mixup
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
-    device = _device(cfg)
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _seed_all(cfg.seed)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    _seed_all(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
 
     train_ds, classes = build_dataset(cfg, "train")
     val_ds, _ = build_dataset(cfg, "val")
@@ -219,12 +245,19 @@ def _train(cfg: TrainConfig) -> dict:
         raise ValueError(f"config key 'num_classes' = {num_classes} < {len(classes)} classes in the dataset")
     use_mixup = cfg.mixup > 0 or cfg.cutmix > 0
     loader_gen = torch.Generator()
-    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                              generator=loader_gen, drop_last=use_mixup and len(train_ds) >= cfg.batch_size,
-                              pin_memory=device.type == "cuda")
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    train_sampler = val_sampler = None
+    if info.enabled:  # each rank a 1/world_size share (padded to equal sizes); val: unpadded shards
+        train_sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                           seed=cfg.seed)
+        val_sampler = ShardSampler(len(val_ds), info)
+    n_train = len(train_sampler) if train_sampler is not None else len(train_ds)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=train_sampler is None,
+                              sampler=train_sampler, num_workers=cfg.num_workers, generator=loader_gen,
+                              drop_last=use_mixup and n_train >= cfg.batch_size, pin_memory=device.type == "cuda")
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, sampler=val_sampler,
+                            num_workers=cfg.num_workers)
     if len(train_loader) == 0:
-        raise ValueError(f"no training batches: {len(train_ds)} images with batch_size {cfg.batch_size}")
+        raise ValueError(f"no training batches: {n_train} images per process with batch_size {cfg.batch_size}")
 
     model = build_model(cfg, num_classes, cfg.pretrained_checkpoint).to(device)
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -257,23 +290,31 @@ def _train(cfg: TrainConfig) -> dict:
         start_epoch, history = ckpt["epoch"] + 1, ckpt["history"]
         best_top1, best_epoch = ckpt["best_top1"], ckpt["best_epoch"]
         _set_rng_state(ckpt["rng"])
-        log.info("resumed from %s at epoch %d", resume, start_epoch)
-    save_config(cfg, run_dir / "config.yaml")
+        if info.is_main:
+            log.info("resumed from %s at epoch %d", resume, start_epoch)
+    if info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    # after the resume load: DDP's constructor syncs the ranks (so rank 0 cannot overwrite last.pt before every rank
+    # has read it) and broadcasts rank 0's weights; the optimizer and EMA hold the unwrapped model's parameters
+    ddp_model = wrap_ddp(model, info, device)
 
     for epoch in range(start_epoch, cfg.epochs):
-        _seed_all(cfg.seed + epoch)  # each epoch's shuffle / mixup / dropout depends only on (seed, epoch)
-        loader_gen.manual_seed(cfg.seed + epoch)
-        model.train()
+        seed = _epoch_seed(cfg.seed, epoch, info.rank)  # shuffle / mixup / dropout depend only on (seed, epoch, rank)
+        _seed_all(seed)
+        loader_gen.manual_seed(seed)
+        if train_sampler is not None:
+            train_sampler.set_epoch(epoch)
+        ddp_model.train()
         t0 = time.time()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = _tqdm(train_loader, cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = _tqdm(train_loader, cfg.progress and info.is_main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for i, (x, y) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             target = y
             if mixup is not None:
                 x, target = mixup(x, y)
             with _autocast(cfg, device):
-                logits = model(x)
+                logits = ddp_model(x)
                 loss = criterion(logits.float(), target)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
@@ -293,33 +334,38 @@ def _train(cfg: TrainConfig) -> dict:
             seen += len(y)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], info, device)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
                "train_top1": 100.0 * correct / seen}
-        val = _run_eval(model, val_loader, cfg, device, num_classes, desc="val")
+        val = _run_eval(model, val_loader, cfg, device, num_classes, desc="val", info=info)
         row.update({f"val_{k}": v for k, v in val.items()})
         score = val["top1"]
-        if ema is not None:
-            val_ema = _run_eval(ema.module, val_loader, cfg, device, num_classes, desc="val (ema)")
-            row.update({f"val_ema_{k}": v for k, v in val_ema.items()})
+        if ema is not None:  # every rank keeps the (identical) EMA, so its evaluation is sharded too
+            val_ema = _run_eval(ema.module, val_loader, cfg, device, num_classes, desc="val (ema)", info=info)
+            row.update({f"val_ema_{k}": v for k, v in val_ema.items() if k != "n"})
             score = max(score, val_ema["top1"])
         row["time_s"] = time.time() - t0
         history.append(row)
         is_best = score > best_top1
         if is_best:
             best_top1, best_epoch = score, epoch + 1
-        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "ema": ema.module.state_dict() if ema is not None else None, "epoch": epoch, "history": history,
-                "best_top1": best_top1, "best_epoch": best_epoch, "rng": _rng_state(), "config": cfg.to_dict(),
-                "classes": classes, "num_classes": num_classes}
-        save_checkpoint_atomic(ckpt, run_dir / "last.pt")
-        if is_best:
-            save_checkpoint_atomic(ckpt, run_dir / "best.pt")
+        if info.is_main:
+            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "ema": ema.module.state_dict() if ema is not None else None, "epoch": epoch,
+                    "history": history, "best_top1": best_top1, "best_epoch": best_epoch, "rng": _rng_state(),
+                    "config": cfg.to_dict(), "classes": classes, "num_classes": num_classes,
+                    "world_size": info.world_size}
+            save_checkpoint_atomic(ckpt, run_dir / "last.pt")
+            if is_best:
+                save_checkpoint_atomic(ckpt, run_dir / "best.pt")
+            _write_metrics(run_dir, history)
+            log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs,
+                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in row.items() if k != "epoch"))
+    if not history and info.is_main:
         _write_metrics(run_dir, history)
-        log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs,
-                 ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
-    if not history:
-        _write_metrics(run_dir, history)
+    barrier(info)  # every rank returns once the run folder is complete
     return {"run_dir": str(run_dir), "best_top1": best_top1, "best_epoch": best_epoch, "history": history,
             "model": model}
 
