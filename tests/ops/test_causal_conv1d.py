@@ -110,3 +110,30 @@ def test_triton_gpu_bf16_against_fp64(reverse):
     for g, g_ref in zip(grads, grads_ref, strict=True):
         err = ((g.double() - g_ref).norm() / g_ref.norm()).item()
         assert err < 1e-2, err
+
+
+@needs_triton
+def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
+    """Eager calls go through an autograd.Function; torch.compile traces the registered custom op instead."""
+    x = torch.randn(2, 4, 19, requires_grad=True)
+    w, b = torch.randn(4, 4, requires_grad=True), torch.randn(4, requires_grad=True)
+
+    def fn(x, w, b):
+        return causal_conv1d(x, w, b, "silu", reverse=True, backend="triton")
+
+    ref = fn(x, w, b)
+    grads_ref = torch.autograd.grad(ref.sum(), [x, w, b])
+    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, w, b)
+    grads = torch.autograd.grad(out.sum(), [x, w, b])
+    torch.testing.assert_close(out, ref)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
+@needs_triton
+def test_custom_op_passes_opcheck():
+    from mambaeye.ops.causal_conv1d import _conv_fwd
+
+    x = torch.randn(2, 3, 11, requires_grad=True)
+    w, b = torch.randn(3, 4, requires_grad=True), torch.randn(3, requires_grad=True)
+    torch.library.opcheck(_conv_fwd, (x, w, b, True, False))

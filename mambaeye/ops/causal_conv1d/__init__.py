@@ -83,6 +83,26 @@ def _backward(ctx, dy):
 _conv_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _ConvFunction(torch.autograd.Function):
+    """Eager path without the dispatcher's per-call host cost (see selective_scan's _ScanFunction)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu, reverse):
+        from .triton_conv import conv_fwd
+
+        _setup_context(ctx, (x, weight, bias, silu, reverse), None)
+        return conv_fwd(x, weight, bias, silu, reverse)
+
+    @staticmethod
+    def backward(ctx, dy):
+        from .triton_conv import conv_bwd
+
+        x, weight, bias = ctx.saved_tensors
+        dx, dw, db = conv_bwd(dy if dy.stride(-1) == 1 else dy.contiguous(), x, weight, bias, ctx.silu,
+                              ctx.reverse)
+        return dx, dw, db, None, None
+
+
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,
                   reverse: bool = False, backend: str = "auto") -> Tensor:
     """Depthwise causal (or, with ``reverse``, anti-causal) conv1d, then ``activation`` (None or "silu").
@@ -117,5 +137,6 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activat
         raise RuntimeError("causal_conv1d: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1)")
     if x.stride(-1) != 1 and x.shape[-1] > 1:
         x = x.contiguous()
-    return _conv_fwd(x, weight.contiguous(), bias.contiguous() if bias is not None else None,
-                     activation == "silu", bool(reverse))
+    conv = _conv_fwd if torch.compiler.is_compiling() else _ConvFunction.apply
+    return conv(x, weight.contiguous(), bias.contiguous() if bias is not None else None, activation == "silu",
+                bool(reverse))
