@@ -1,11 +1,12 @@
-"""Parameters and FLOPs of the segmentation networks at the papers' 2D AbdomenMRI-like setting.
+"""Parameters and FLOPs of the segmentation networks at two 2D patch sizes, beside the source document's table.
 
     python benchmarks/seg_sizes.py
 
-1 input channel, 14 classes, deep supervision where the network has it; FLOPs counted as by
-`mambaeye info` (multiply-adds as fvcore counts them, the scan as ~9 B D L N), batch 1. Writes
-benchmarks/results/seg_sizes.md next to the source document's table. Sizes and FLOPs do not depend on the
-card, so this runs on the CPU (on the meta device: no memory, seconds).
+The size table of ``mambaeye bench seg-nets`` (which adds 3D, the verdict on "Swin-UMamba is smaller than
+U-Mamba", and the speed and memory) at both candidate 2D settings: 512x512 (U-Mamba and the U-Net planned with 8
+stages) and 320x320 (7 stages). 1 input channel, 14 classes, deep supervision where the network has it, batch 1;
+counted on the meta device (no memory, seconds; the same counting as ``mambaeye info``). Writes
+benchmarks/results/seg_sizes.md.
 """
 
 from __future__ import annotations
@@ -15,25 +16,9 @@ from pathlib import Path
 
 import torch
 
-from mambaeye import create_model
-from mambaeye.models import profile
+from mambaeye.bench.seg_nets import PAPER_2D, count
 
-# the source document's Figure 12 (Swin-UMamba paper, 2D AbdomenMRI): name -> (params M, GFLOPs)
-PAPER = {"unet": (33, 23.3), "segresnet": (6, 24.5), "unetr": (87, 42.1), "swinunetr": (25, 27.9),
-         "umamba_bot": (63, 45.7), "umamba_enc": (67, 47.9), "swin_umamba": (40, 58.4), "swin_umamba_d": (27, 15.0)}
-SETTINGS = {  # label -> (input size, U-Mamba stages)
-    "512x512, 8 stages": ((512, 512), 8),
-    "320x320, 7 stages": ((320, 320), 7),
-}
-
-
-def kwargs(name: str, size: tuple[int, int], stages: int) -> dict:
-    common = dict(in_chans=1, num_classes=14, spatial_dims=2)
-    if name.startswith("umamba"):
-        return {**common, "n_stages": stages, "strides": 2, "input_size": size}
-    if name in ("unet", "segresnet", "unetr", "swinunetr"):
-        return {**common, "input_size": size}
-    return common
+SETTINGS = {"512x512, 8 stages": (512, 512), "320x320, 7 stages": (320, 320)}  # the plan gives the stages
 
 
 def main() -> int:
@@ -41,23 +26,18 @@ def main() -> int:
              f"{datetime.date.today()}; `python benchmarks/seg_sizes.py`; torch {torch.__version__}", "",
              "| network | paper #param / FLOPs | " + " | ".join(f"{s}: params / GFLOPs" for s in SETTINGS) + " |",
              "|---|---|" + "---|" * len(SETTINGS)]
-    for name, (p_m, p_g) in PAPER.items():
+    for name, (p_m, p_g) in PAPER_2D.items():
         cells = []
-        for size, stages in SETTINGS.values():
-            kw = kwargs(name, size, stages)
-            try:
-                prof = profile(name, img_size=size, **kw)
-                cells.append(f"{prof.params / 1e6:.1f}M / {prof.flops / 1e9:.1f}G")
-            except Exception as err:  # a network that cannot be built on the meta device: params only (CPU)
-                params = sum(p.numel() for p in create_model(name, **kw).parameters())
-                cells.append(f"{params / 1e6:.1f}M / - ({type(err).__name__})")
+        for size in SETTINGS.values():
+            c = count(name, 2, size)
+            cells.append(f"{c['params'] / 1e6:.1f}M / {c['gflops']:.1f}G" if c["status"] == "ok" else c["status"])
         lines.append(f"| {name} | {p_m}M / {p_g}G | " + " | ".join(cells) + " |")
     lines += ["", "The paper's nnU-Net row is nnU-Net's own U-Net (here: MONAI DynUNet planned like nnU-Net). Its "
               "Swin-UMamba 40M is from an earlier paper version; the released code has 59.9M. The papers' input "
               "size for FLOPs is not stated in the source document, hence two settings. At 320x320 the MONAI rows "
-              "(unet, segresnet, unetr) match the paper to within 2%, so that is the papers' setting; the U-Mamba "
-              "rows differ in parameters because nnU-Net planned other stages/features for that dataset "
-              "(its plans.json is not public here), and SwinUNETR cannot be traced on the meta device."]
+              "(unet, segresnet, unetr, swinunetr) match the paper to within 2%, so that is the papers' setting (the "
+              "one `mambaeye bench seg-nets` uses); the U-Mamba rows differ in parameters because nnU-Net planned "
+              "other stages/features for that dataset (its plans.json is not public here)."]
     md = "\n".join(lines) + "\n"
     print(md)
     out = Path(__file__).parent / "results" / "seg_sizes.md"
