@@ -28,9 +28,11 @@ CASES = {
 }
 
 
-def make_step(name: str):
+def make_step(name: str, compile_mode: str | None = None):
     model_name, size, batch, train = CASES[name]
     model = create_model(model_name, img_size=size).cuda()
+    if compile_mode:
+        model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
     x = torch.randn(batch, 3, size, size, device="cuda")
     if train:
         model.train()
@@ -49,9 +51,9 @@ def make_step(name: str):
     return step, batch
 
 
-def profile(name: str, rows: int) -> None:
-    step, batch = make_step(name)
-    for _ in range(3):
+def profile(name: str, rows: int, compile_mode: str | None = None) -> None:
+    step, batch = make_step(name, compile_mode)
+    for _ in range(3):  # with --compile the first call compiles
         step()
     torch.cuda.synchronize()
     times = []
@@ -65,7 +67,8 @@ def profile(name: str, rows: int) -> None:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
-    print(f"\n## {name}: {ms:.2f} ms/step, {batch / ms * 1e3:.1f} img/s (3 profiled steps below)")
+    how = f", torch.compile mode={compile_mode}" if compile_mode else ""
+    print(f"\n## {name}{how}: {ms:.2f} ms/step, {batch / ms * 1e3:.1f} img/s (3 profiled steps below)")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=90))
 
 
@@ -73,10 +76,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     p.add_argument("--rows", type=int, default=22)
+    p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   help="torch.compile the model with this mode first")
     args = p.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
     for name in args.cases:
-        profile(name, args.rows)
+        profile(name, args.rows, args.compile)
         torch.cuda.empty_cache()
 
 
