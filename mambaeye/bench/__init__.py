@@ -4,6 +4,7 @@
     mambaeye bench vim-vs-deit   # Vim-Ti/S vs DeiT-Ti/S (fused SDPA and plain attention) across resolutions
     mambaeye bench vmamba        # VMamba-T/S/B vs Swin-T/S/B and ConvNeXt-T/S/B: inference, training, resolution
     mambaeye bench erf           # effective receptive field maps of vim_tiny, vmamba_tiny, ResNet-50, DeiT-S
+    mambaeye bench seg-nets      # U-Mamba, Swin-UMamba, MONAI baselines (2D, 3D): params, FLOPs, patches/s, memory
 
 Every suite writes ``SUITE.md``, ``SUITE.json`` and ``SUITE.png`` into ``--out`` (default
 ``benchmarks/results/<card>``). On CPU ``--toy`` is the default (reduced models and inputs, seconds); on a GPU the
@@ -33,9 +34,9 @@ def register_suite(suite: Suite) -> Suite:
 
 
 def _register_builtin() -> None:
-    from . import erf, scan, vim_vs_deit, vmamba
+    from . import erf, scan, seg_nets, vim_vs_deit, vmamba
 
-    for mod in (scan, vim_vs_deit, vmamba, erf):
+    for mod in (scan, vim_vs_deit, vmamba, erf, seg_nets):
         if mod.SUITE.name not in SUITES:
             register_suite(mod.SUITE)
 

@@ -142,7 +142,7 @@ def test_timing_helpers():
 def test_registry_is_extensible_and_cli_parser(tmp_path):
     parser = argparse.ArgumentParser(prog="mambaeye")
     add_bench_parser(parser.add_subparsers(dest="command"))
-    assert {"scan", "vim-vs-deit", "vmamba", "erf"} <= set(SUITES)
+    assert {"scan", "vim-vs-deit", "vmamba", "erf", "seg-nets"} <= set(SUITES)
     args = parser.parse_args(["bench", "scan", "--toy", "--out", str(tmp_path), "--repeats", "1"])
     assert args.suite == "scan" and args.func is not None
 
@@ -158,3 +158,86 @@ def test_registry_is_extensible_and_cli_parser(tmp_path):
         assert not (tmp_path / "dummy-test.png").exists()  # no plot given
     finally:
         SUITES.pop("dummy-test")
+
+
+@pytest.fixture
+def one_thread():
+    """Hundreds of tiny ops per toy step: with two threads on a busy two-core machine each op waits for the other
+    thread's time slice (10x slower than one thread); the numbers are not what the test checks."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_seg_nets_suite(tmp_path, one_thread):
+    from mambaeye import create_model
+    from mambaeye.bench.seg_nets import NETWORKS, PAPER_2D, SIZES, create_kwargs, toy_size
+
+    record, md = _run("seg-nets", tmp_path)
+    rows = record["rows"]
+    sizes = {(r["network"], r["spatial_dims"]): r for r in rows if r["section"] == "size"}
+    speeds = {(r["network"], r["spatial_dims"]): r for r in rows if r["section"] == "speed"}
+    assert set(sizes) == set(speeds) == {(n, d) for n in NETWORKS for d in (2, 3)}
+    for (name, dims), r in sizes.items():
+        # the size rows are the real networks at the papers' patch, whatever --toy says
+        assert r["status"] == "ok" and r["patch"] == list(SIZES[dims]), r
+        with torch.device("meta") if name != "swinunetr" else torch.device("cpu"):
+            model = create_model(name, **create_kwargs(name, dims, SIZES[dims]))
+        assert r["params"] == sum(p.numel() for p in model.parameters()), name
+        assert _positive(r["gflops"]) and _positive(r["act_mib"]) and 0 <= r["scan_gflops"] < r["gflops"]
+        assert (r["scan_gflops"] > 0) == ("umamba" in name)  # the scan counted in every Mamba network, only there
+        assert r["paper_params_m"] == (PAPER_2D[name][0] if dims == 2 else None)
+    # the published sizes of the official networks and the papers' MONAI rows
+    assert sizes[("swin_umamba", 2)]["params"] == 59_889_368 and sizes[("swin_umamba_d", 2)]["params"] == 27_497_720
+    assert sizes[("umamba_bot", 2)]["params"] == 47_533_012 and sizes[("umamba_enc", 2)]["params"] == 47_015_538
+    assert sizes[("umamba_bot", 3)]["params"] == 42_130_054 and sizes[("umamba_enc", 3)]["params"] == 42_760_582
+    for name in ("unet", "segresnet", "unetr", "swinunetr"):
+        r = sizes[(name, 2)]
+        assert r["params"] / 1e6 == pytest.approx(r["paper_params_m"], rel=0.06)
+        assert r["gflops"] == pytest.approx(r["paper_gflops"], rel=0.02)
+    for (name, dims), r in speeds.items():
+        assert r["infer_status"] == "ok" and r["train_status"] == "ok", r
+        assert r["patch"] == list(toy_size(name, dims)) and r["batch"] == 1 and r["dtype"] == "fp32" and r["toy"]
+        model = create_model(name, **create_kwargs(name, dims, toy_size(name, dims), toy=True))
+        assert r["params"] == sum(p.numel() for p in model.parameters()) < sizes[(name, dims)]["params"] / 10
+        assert _positive(r["gflops"]) and r["gflops"] < sizes[(name, dims)]["gflops"]
+        for mode in ("infer", "train"):
+            assert _positive(r[f"{mode}_ms"]) and r[f"{mode}_per_s"] == pytest.approx(1e3 / r[f"{mode}_ms"])
+            assert r[f"{mode}_peak_mib"] is None  # CPU: not measured
+    verdicts = [line for line in md.splitlines() if line.startswith("- Verdict")]
+    assert verdicts == record["verdicts"][:6]
+    # our counts at 320²: Swin-UMamba (59.9M / 67.7G) is larger than both 7-stage U-Mambas, Swin-UMamba† smaller;
+    # at 512² against the 8-stage U-Mambas (the papers' 63M / 67M) and in the document's own table, Swin-UMamba
+    # has fewer parameters but more FLOPs, Swin-UMamba† is smaller in both
+    assert "Swin-UMamba 59.9M / 67.7G" in verdicts[0] and "NOT SMALLER" in verdicts[0]
+    assert "Swin-UMamba† 27.5M / 18.9G" in verdicts[1] and ": SMALLER (fewer parameters and fewer FLOPs)" in verdicts[1]
+    assert "512x512" in verdicts[2] and "U-Mamba_Bot 64.8M / 101.1G" in verdicts[2]
+    assert "SMALLER ONLY IN PARAMETERS (more FLOPs)" in verdicts[2]
+    assert "40.0M / 58.4G" in verdicts[4] and "SMALLER ONLY IN PARAMETERS (more FLOPs)" in verdicts[4]
+    assert all(": SMALLER (fewer parameters and fewer FLOPs)" in verdicts[i] for i in (3, 5))
+    assert record["eight_stage"]["counts"]["umamba_bot"]["params"] == 64_818_914
+    assert "| Swin-UMamba | 59.9 | 67.7 |" in md and "| 40.0 | 58.4 | +50% | +16% |" in md
+    assert "Swin-UMamba (3D: mambaeye only)" in md and "no 3D sizes" in md and "**toy**" in md
+
+
+def test_seg_nets_records_failures_and_subsets(tmp_path, monkeypatch, one_thread):
+    """A network that cannot run at a size gets the error in its row; --networks / --dims / --no-train select."""
+    from mambaeye.bench import seg_nets
+
+    monkeypatch.setattr(seg_nets, "toy_size", lambda name, dims: (48, 48))  # UNETR takes it, Swin-UMamba† does not
+    record, md = _run("seg-nets", tmp_path, "--networks", "unetr", "swin_umamba_d", "--dims", "2", "--no-train",
+                      "--size-2d", "320", "330")
+    sizes = [r for r in record["rows"] if r["section"] == "size"]
+    speeds = [r for r in record["rows"] if r["section"] == "speed"]
+    assert [(r["network"], r["spatial_dims"], r["train_status"]) for r in speeds] == [
+        ("unetr", 2, "skipped"), ("swin_umamba_d", 2, "skipped")]
+    assert speeds[0]["infer_status"] == "ok" and _positive(speeds[0]["infer_per_s"])
+    assert speeds[1]["infer_status"].startswith("error: ValueError: input size (48, 48) is not divisible")
+    assert speeds[1]["infer_per_s"] is None and "infer: error: ValueError" in md
+    # 330 is no multiple of 16 / 32: both real-size counts fail with the networks' own ValueError, recorded
+    assert [r["status"].split(":")[:2] for r in sizes] == [["error", " ValueError"]] * 2
+    assert "not counted, so not checked" in md and "(the document's table, Figure 12" in md
+    record, md = _run("seg-nets", tmp_path / "counts", "--networks", "segresnet", "--dims", "3", "--no-timing")
+    assert [(r["section"], r["network"], r["params"]) for r in record["rows"]] == [("size", "segresnet", 18_796_398)]
+    assert "Speed and memory" not in md

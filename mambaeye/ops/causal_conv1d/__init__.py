@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..selective_scan import _HAS_TRITON, _triton_interpreted
+from ..selective_scan import _HAS_TRITON, _through_custom_op, _triton_interpreted
 
 __all__ = ["causal_conv1d", "causal_conv1d_ref"]
 
@@ -137,6 +137,6 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activat
         raise RuntimeError("causal_conv1d: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1)")
     if x.stride(-1) != 1 and x.shape[-1] > 1:
         x = x.contiguous()
-    conv = _conv_fwd if torch.compiler.is_compiling() else _ConvFunction.apply
+    conv = _conv_fwd if _through_custom_op(x) else _ConvFunction.apply
     return conv(x, weight.contiguous(), bias.contiguous() if bias is not None else None, activation == "silu",
                 bool(reverse))

@@ -33,6 +33,7 @@ import os
 
 import torch
 from torch import Tensor
+from torch.utils import _python_dispatch
 
 from .naive import selective_scan_naive
 
@@ -301,6 +302,15 @@ class _ScanFunction(torch.autograd.Function):
         return _backward(ctx, dout, dlast_state, None, bwd=_bwd_impl)
 
 
+def _through_custom_op(u: Tensor) -> bool:
+    """The registered custom op, not the eager autograd.Function, where the op itself must be seen: under
+    torch.compile (it traces the fake implementation), under a Python dispatch mode (mambaeye.models.profile's
+    FLOP counter matches ``torch.ops.mambaeye.selective_scan_fwd``; FakeTensorMode) and on the meta device (the
+    fake implementation gives the shapes at once instead of running the chunked torch scan op by op)."""
+    return (torch.compiler.is_compiling() or u.device.type == "meta"
+            or _python_dispatch._get_current_dispatch_mode() is not None)
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -343,7 +353,7 @@ def selective_scan(
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     u, delta, A, B, C, D, z, delta_bias = (_normalise(t, backend) for t in tensors)
     save_states = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    scan = _scan_fwd if torch.compiler.is_compiling() else _ScanFunction.apply
+    scan = _scan_fwd if _through_custom_op(u) else _ScanFunction.apply
     out, last_state, _ = scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), save_states, backend,
                               bool(reverse))
     return (out, last_state) if return_last_state else out
