@@ -7,8 +7,13 @@
     mambaeye convert OFFICIAL.pth OUT.safetensors [--model NAME] [--ema] [--allow-unused]
     mambaeye bench SUITE [--device cuda] [--toy]    # scan, vim-vs-deit, vmamba, erf: tables, JSON, plots
     mambaeye data list | prepare NAME --out DIR     # built-in real datasets in the nnU-Net raw layout
-    mambaeye train --config configs/classification_digits.yaml [--epochs 3 ...] [--resume]
-    mambaeye eval RUN_DIR | mambaeye predict RUN_DIR IMAGE...     # classification
+    mambaeye train --config configs/seg_mni152_2d_umamba.yaml [--epochs 3 ...] [--resume]   # segmentation
+    mambaeye train --config configs/classification_digits.yaml [--epochs 3 ...] [--resume]  # classification
+    mambaeye eval RUN_DIR [--split test|val]       # segmentation: DSC/NSD report; classification: top-1/top-5
+    mambaeye predict RUN_DIR INPUT... [--out DIR]  # segmentation: label files; classification: classes
+
+``train`` runs segmentation when the config says ``task: segmentation`` (classification otherwise); ``eval`` and
+``predict`` follow the task stored with the checkpoint.
 """
 
 from __future__ import annotations

@@ -1,22 +1,89 @@
-"""``mambaeye train`` / ``eval`` / ``predict`` for classification: :func:`add_train_parsers` adds the three
-sub-commands to the main parser's subparsers (each sets ``func``, returning an exit code)."""
+"""``mambaeye train`` / ``eval`` / ``predict``: :func:`add_train_parsers` adds the three sub-commands to the main
+parser's subparsers (each sets ``func``, returning an exit code).
+
+They serve both pipelines: ``train`` runs segmentation (:mod:`mambaeye.segment`) when the YAML config says
+``task: segmentation`` and classification otherwise; ``eval`` and ``predict`` follow the task stored with the
+checkpoint (its run folder's config.yaml)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import typing
 
-from .config import ConfigError, add_config_args, config_from_args
+from .config import ConfigError, TrainConfig, _parse_yaml_value, add_config_args, config_from_args
 
 __all__ = ["add_train_parsers", "train_cmd", "eval_cmd", "predict_cmd"]
 
 
+def _seg_only_fields() -> list[dataclasses.Field]:
+    from mambaeye.segment.config import SegConfig
+
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    return [f for f in dataclasses.fields(SegConfig) if f.name not in shared]
+
+
+def _overrides(args: argparse.Namespace, config_cls) -> dict:
+    """``--key value`` overrides for ``config_cls``; a key it does not have raises ConfigError."""
+    hints = typing.get_type_hints(config_cls)
+    out = {}
+    for key, raw in vars(args).items():
+        if not key.startswith("cfg_"):
+            continue
+        name = key[4:]
+        if name not in hints:
+            raise ConfigError(f"--{name.replace('_', '-')}: not a key of a {config_cls.__name__} "
+                              f"({'segmentation' if config_cls is not TrainConfig else 'classification'} config)")
+        out[name] = raw if hints[name] is str else _parse_yaml_value(name, raw)
+    return out
+
+
+def _train_segmentation(args: argparse.Namespace) -> int:
+    from mambaeye.segment import load_seg_config, train
+    from mambaeye.segment.config import SegConfig
+
+    try:
+        cfg = load_seg_config(args.config, _overrides(args, SegConfig))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = train(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as e:  # bad data, missing folder / checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ev = result["evaluation"]
+    if ev is not None:  # rank 0
+        names = ", ".join(f"{c} {ev['mean_dice'][c]:.3f}" for c in ev["classes"])
+        print(f"run folder: {result['run_dir']}  best val Dice {result['best_dice']:.4f} (epoch "
+              f"{result['best_epoch']})\n{ev['split']} cases ({len(ev['cases'])}): mean foreground DSC "
+              f"{ev['mean_foreground_dice']:.4f} ({names}), NSD {ev['mean_foreground_nsd']:.4f} at "
+              f"{ev['nsd_tolerance_mm']} mm; report: {ev['report']}")
+    return 0
+
+
 def train_cmd(args: argparse.Namespace) -> int:
+    from mambaeye.segment.config import config_task
+
+    try:
+        task = config_task(getattr(args, "config", None))
+        if task not in ("classification", "segmentation"):
+            raise ConfigError(f"{args.config}: config key 'task' must be 'segmentation' (or absent for "
+                              f"classification), got {task!r}")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if task == "segmentation":
+        return _train_segmentation(args)
+
     from .engine import train
 
     try:
+        _overrides(args, TrainConfig)
         cfg = config_from_args(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -31,13 +98,39 @@ def train_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_segmentation(path: str) -> bool:
+    from mambaeye.segment import checkpoint_task
+
+    return checkpoint_task(path) == "segmentation"
+
+
 def eval_cmd(args: argparse.Namespace) -> int:
+    if _is_segmentation(args.checkpoint):
+        from mambaeye.segment import evaluate as seg_evaluate
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        try:
+            result = seg_evaluate(args.checkpoint, split=args.split, data_dir=args.data_dir, out_dir=args.out,
+                                  which=args.which, mirror=False if args.no_mirror else None, device=args.device,
+                                  progress=not args.no_progress)
+        except (ConfigError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{args.checkpoint} [{result['split']}, n={len(result['cases'])}, epoch {result['epoch']}]: "
+                  f"mean foreground DSC {result['mean_foreground_dice']:.4f}  NSD {result['mean_foreground_nsd']:.4f}"
+                  f" ({result['nsd_tolerance_mm']} mm); report: {result['report']}")
+        return 0
+
     from .engine import evaluate
 
     try:
-        result = evaluate(args.checkpoint, split=args.split, data_dir=args.data_dir, use_ema=not args.no_ema,
-                          batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
-    except (ConfigError, FileNotFoundError) as e:
+        result = evaluate(args.checkpoint, split=args.split or "val", data_dir=args.data_dir,
+                          use_ema=not args.no_ema, batch_size=args.batch_size, device=args.device,
+                          progress=not args.no_progress)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
@@ -50,6 +143,22 @@ def eval_cmd(args: argparse.Namespace) -> int:
 
 
 def predict_cmd(args: argparse.Namespace) -> int:
+    if _is_segmentation(args.checkpoint):
+        from mambaeye.segment import predict as seg_predict
+
+        try:
+            paths = seg_predict(args.checkpoint, args.files, args.out or "predictions", which=args.which,
+                                mirror=False if args.no_mirror else None, device=args.device, progress=False)
+        except (ConfigError, FileNotFoundError, ValueError) as e:  # unreadable image, wrong channel count
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps([str(p) for p in paths]))
+        else:
+            for p in paths:
+                print(p)
+        return 0
+
     from .engine import predict
 
     try:
@@ -66,15 +175,27 @@ def predict_cmd(args: argparse.Namespace) -> int:
 
 
 def add_train_parsers(subparsers) -> None:
-    """Add ``train``, ``eval`` and ``predict`` (classification) to ``subparsers``."""
-    p = subparsers.add_parser("train", help="train a classifier (YAML config + --key value overrides)")
+    """Add ``train``, ``eval`` and ``predict`` (classification and segmentation) to ``subparsers``."""
+    p = subparsers.add_parser("train", help="train a classifier or, with 'task: segmentation' in the config, a "
+                                            "segmentation network (YAML config + --key value overrides)")
     add_config_args(p)
+    group = p.add_argument_group("segmentation config overrides (see mambaeye.segment.config.SegConfig)")
+    for f in _seg_only_fields():
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", default=argparse.SUPPRESS,
+                           metavar=f.name.upper())
     p.set_defaults(func=train_cmd)
 
-    p = subparsers.add_parser("eval", help="top-1/top-5 of a checkpoint on a split")
+    p = subparsers.add_parser("eval", help="classification: top-1/top-5 on a split; segmentation: DSC/NSD report "
+                                           "on the held-out cases")
     p.add_argument("checkpoint", help="checkpoint file (last.pt / best.pt) or run folder")
-    p.add_argument("--split", default="val", choices=("train", "val"))
-    p.add_argument("--data-dir", default=None, help="override the config's data_dir")
+    p.add_argument("--split", default=None, choices=("train", "val", "test"),
+                   help="classification: train | val (default); segmentation: test (held-out, default when "
+                        "labelled) | val | train")
+    p.add_argument("--data-dir", default=None, help="override the config's data folder")
+    p.add_argument("--out", default=None, help="segmentation: report folder (default RUN_DIR/evaluation)")
+    p.add_argument("--which", default="best", choices=("best", "last"),
+                   help="segmentation, for a run folder: best.pt (default) or last.pt")
+    p.add_argument("--no-mirror", action="store_true", help="segmentation: no test-time mirroring")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA")
@@ -82,9 +203,13 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=eval_cmd)
 
-    p = subparsers.add_parser("predict", help="class and probability for image files")
+    p = subparsers.add_parser("predict", help="classification: class and probability per image; segmentation: "
+                                              "label files with the inputs' geometry")
     p.add_argument("checkpoint", help="checkpoint file (last.pt / best.pt) or run folder")
-    p.add_argument("files", nargs="+", help="image files")
+    p.add_argument("files", nargs="+", help="image files (segmentation: NIfTI/PNG/TIFF files or folders)")
+    p.add_argument("--out", default=None, help="segmentation: output folder (default: predictions)")
+    p.add_argument("--which", default="best", choices=("best", "last"))
+    p.add_argument("--no-mirror", action="store_true")
     p.add_argument("--topk", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-ema", action="store_true")
