@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import typing
 
@@ -41,6 +42,16 @@ def _overrides(args: argparse.Namespace, config_cls) -> dict:
     return out
 
 
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun (RANK in the environment), or a plain single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _setup_logging() -> None:
+    """Progress lines from rank 0 only; the other ranks of a torchrun job log warnings and errors."""
+    logging.basicConfig(level=logging.INFO if _is_main_process() else logging.WARNING, format="%(message)s")
+
+
 def _train_segmentation(args: argparse.Namespace) -> int:
     from mambaeye.segment import load_seg_config, train
     from mambaeye.segment.config import SegConfig
@@ -50,7 +61,7 @@ def _train_segmentation(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _setup_logging()
     try:
         result = train(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as e:  # bad data, missing folder / checkpoint
@@ -88,13 +99,15 @@ def train_cmd(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _setup_logging()
     try:
         result = train(cfg)
     except FileNotFoundError as e:  # missing data folder / resume checkpoint
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"run folder: {result['run_dir']}  best top-1: {result['best_top1']:.2f}% (epoch {result['best_epoch']})")
+    if _is_main_process():
+        print(f"run folder: {result['run_dir']}  best top-1: {result['best_top1']:.2f}% "
+              f"(epoch {result['best_epoch']})")
     return 0
 
 
