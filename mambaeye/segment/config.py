@@ -6,14 +6,13 @@ A YAML file is a segmentation config when it says ``task: segmentation``; :func:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from mambaeye.train.config import ConfigError, _coerce
+from mambaeye.train.config import ConfigError, _coerce, config_from_dict
 
 __all__ = ["SegConfig", "load_seg_config", "save_seg_config", "config_task", "TASK"]
 
@@ -112,16 +111,7 @@ class SegConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> SegConfig:
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown config key '{key}' in {source}{hint}; valid keys: {', '.join(names)}")
-        try:
-            return cls(**data)
-        except ConfigError as e:
-            raise ConfigError(f"{e} (in {source})") from None
+        return config_from_dict(cls, data, source)
 
 
 def _read_yaml(path: str | Path) -> dict:

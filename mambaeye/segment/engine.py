@@ -35,7 +35,7 @@ from mambaeye.data.nnunet import dataset_folder_name
 from mambaeye.metrics import dice, normalized_surface_dice
 from mambaeye.train.config import ConfigError
 from mambaeye.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown, unwrap, wrap_ddp
-from mambaeye.train.engine import _rng_state, _set_rng_state, _tqdm, save_checkpoint_atomic
+from mambaeye.train.engine import optimizer_step, progress_bar, rng_state, save_checkpoint_atomic, set_rng_state
 
 from .config import TASK, SegConfig, save_seg_config
 from .data import IMAGE_SUFFIXES, CaseFiles, SegSource, open_source, read_case, read_image_file, strip_suffix
@@ -339,7 +339,7 @@ def _train(cfg: SegConfig) -> dict:
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, history = ckpt["epoch"] + 1, ckpt["history"]
         best_dice, best_epoch = ckpt["best_dice"], ckpt["best_epoch"]
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         log.info("resumed from %s at epoch %d", resume, start_epoch + 1)
     if info.is_main:
         save_seg_config(cfg, run_dir / "config.yaml")
@@ -357,7 +357,7 @@ def _train(cfg: SegConfig) -> dict:
         ddp_model.train()
         t0 = time.time()
         loss_sum, seen = 0.0, 0
-        bar = _tqdm(range(cfg.iterations_per_epoch), show, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = progress_bar(range(cfg.iterations_per_epoch), show, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for it in bar:
             x, y = sampler.sample(rng)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -369,13 +369,7 @@ def _train(cfg: SegConfig) -> dict:
             loss = criterion(outputs, y)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {it + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, optimizer, scaler, model, cfg.clip_grad)
             loss_sum += loss.item() * len(x)
             seen += len(x)
             if hasattr(bar, "set_postfix"):
@@ -392,7 +386,7 @@ def _train(cfg: SegConfig) -> dict:
         if info.is_main:
             ckpt = {"task": TASK, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best_dice": best_dice,
-                    "best_epoch": best_epoch, "rng": _rng_state(), "config": cfg.to_dict(),
+                    "best_epoch": best_epoch, "rng": rng_state(), "config": cfg.to_dict(),
                     "plan": plan.to_dict(), "train_cases": train_ids, "val_cases": val_ids,
                     "data": str(source.root)}
             save_checkpoint_atomic(ckpt, run_dir / "last.pt")
@@ -459,7 +453,7 @@ def evaluate(checkpoint: str | Path, split: str | None = None, data_dir: str | N
     names = _class_names(plan)
     world = source.layout == "msd" or any(str(c.images[0]).lower().endswith((".nii", ".nii.gz")) for c in cases)
     rows = []
-    for i, case in enumerate(_tqdm(cases, progress, desc=f"evaluate ({split})")):
+    for i, case in enumerate(progress_bar(cases, progress, desc=f"evaluate ({split})")):
         image, label, geometry = read_case(case, source, plan.spatial_dims)
         _, pred = predict_case(model, image, geometry, plan, cfg.patch_size, cfg.sw_overlap, mirror,
                                cfg.sw_batch_size, dev)
@@ -531,7 +525,7 @@ def predict(checkpoint: str | Path, inputs, out_dir: str | Path, which: str = "b
     mirror = cfg.mirror if mirror is None else mirror
     out_dir = Path(out_dir)
     written = []
-    for case in _tqdm(_group_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs], plan.in_channels),
+    for case in progress_bar(_group_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs], plan.in_channels),
                       progress, desc="predict"):
         arrays, geometry = [], None
         for f in case.images:

@@ -25,6 +25,21 @@ class ConfigError(ValueError):
     """A bad config key or value; the message names the key."""
 
 
+def config_from_dict(cls, data: dict, source: str = "config"):
+    """``cls(**data)`` for a config dataclass; an unknown key or a bad value raises ConfigError naming the key,
+    the closest valid key and ``source`` (a file name, "checkpoint config", ...)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{key}' in {source}{hint}; valid keys: {', '.join(names)}")
+    try:
+        return cls(**data)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (in {source})") from None
+
+
 @dataclass
 class TrainConfig:
     # model
@@ -94,13 +109,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> TrainConfig:
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown config key '{key}' in {source}{hint}; valid keys: {', '.join(names)}")
-        return cls(**data)
+        return config_from_dict(cls, data, source)
 
 
 def _coerce(name: str, value: Any, typ: Any) -> Any:

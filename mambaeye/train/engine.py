@@ -42,7 +42,7 @@ __all__ = ["train", "evaluate", "predict", "build_model", "load_checkpoint", "sa
 log = logging.getLogger(__name__)
 
 
-def _tqdm(iterable, enabled: bool, **kwargs):
+def progress_bar(iterable, enabled: bool, **kwargs):
     if not enabled:
         return iterable
     try:
@@ -71,14 +71,14 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed % 2**32, epoch, rank]).generate_state(1)[0])
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -147,7 +147,7 @@ def _run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: to
     model.eval()
     k = min(5, num_classes)
     loss_sum, top1, top5, n = 0.0, 0, 0, 0
-    for x, y in _tqdm(loader, cfg.progress and info.is_main, desc=desc):
+    for x, y in progress_bar(loader, cfg.progress and info.is_main, desc=desc):
         x, y = x.to(device), y.to(device)
         with _autocast(cfg, device):
             logits = model(x)
@@ -202,6 +202,18 @@ def _resume_path(cfg: TrainConfig, run_dir: Path) -> Path | None:
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     return path
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   model: nn.Module, clip_grad: float) -> None:
+    """One update: backward through the (fp16) grad scaler, optional gradient-norm clipping, step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -289,7 +301,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
             ema.module.load_state_dict(ckpt["ema"])
         start_epoch, history = ckpt["epoch"] + 1, ckpt["history"]
         best_top1, best_epoch = ckpt["best_top1"], ckpt["best_epoch"]
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         if info.is_main:
             log.info("resumed from %s at epoch %d", resume, start_epoch)
     if info.is_main:
@@ -307,7 +319,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
         ddp_model.train()
         t0 = time.time()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = _tqdm(train_loader, cfg.progress and info.is_main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = progress_bar(train_loader, cfg.progress and info.is_main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for i, (x, y) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             target = y
@@ -318,13 +330,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
                 loss = criterion(logits.float(), target)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, optimizer, scaler, model, cfg.clip_grad)
             num_updates = epoch * steps + i + 1
             scheduler.step_update(num_updates)
             if ema is not None:
@@ -353,7 +359,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
             ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "ema": ema.module.state_dict() if ema is not None else None, "epoch": epoch,
-                    "history": history, "best_top1": best_top1, "best_epoch": best_epoch, "rng": _rng_state(),
+                    "history": history, "best_top1": best_top1, "best_epoch": best_epoch, "rng": rng_state(),
                     "config": cfg.to_dict(), "classes": classes, "num_classes": num_classes,
                     "world_size": info.world_size}
             save_checkpoint_atomic(ckpt, run_dir / "last.pt")
