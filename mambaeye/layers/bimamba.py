@@ -110,9 +110,8 @@ class BiMamba(Mamba):
             x, z, self.conv1d_b.weight, self.conv1d_b.bias, self.x_proj_b.weight, self.dt_proj_b.weight,
             self.dt_proj_b.bias, self.A_b_log, self.D_b, reverse=True, backend=self.backend,
         )  # already in the original order
-        y = y + y_b  # (B, d_inner, L)
-        if self.divide_out:
-            y = y / 2
+        # (B, d_inner, L); the average in one kernel: lerp(y, y_b, 0.5) = (y + y_b) / 2
+        y = torch.lerp(y, y_b, 0.5) if self.divide_out else y + y_b
         return out_proj_channel_major(y, self.out_proj.weight, self.out_proj.bias)
 
     def extra_repr(self) -> str:
