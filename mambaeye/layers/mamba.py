@@ -139,10 +139,6 @@ def out_proj_channel_major(y: Tensor, weight: Tensor, bias: Tensor | None = None
     return F.linear(channel_major(y).t(), weight, bias).view(batch, length, -1)
 
 
-def _conv_backend(backend: str) -> str:
-    return {"triton": "triton", "auto": "auto"}.get(backend, "torch")
-
-
 def mamba_ssm_branch(
     x: Tensor,
     z: Tensor | None,
@@ -168,7 +164,7 @@ def mamba_ssm_branch(
     (``selective_scan(..., reverse=True)``).
     """
     batch, d_inner, length = x.shape
-    x = causal_conv1d(x, conv_weight, conv_bias, "silu", reverse=reverse, backend=_conv_backend(backend))
+    x = causal_conv1d(x, conv_weight, conv_bias, "silu", reverse=reverse, backend=backend)
 
     dstate = A_log.shape[1]
     rank = dt_proj_weight.shape[1]

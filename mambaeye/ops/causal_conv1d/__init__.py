@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..selective_scan import _HAS_TRITON, _through_custom_op, _triton_interpreted
+from ..selective_scan import _resolve_backend, _through_custom_op
 
 __all__ = ["causal_conv1d", "causal_conv1d_ref"]
 
@@ -72,11 +72,12 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, weight, bias)
 
 
-def _backward(ctx, dy):
+def _backward(ctx, dy, bwd=None):
+    """``bwd``: the custom op (default, what torch.compile traces) or the kernels' launcher (eager)."""
     x, weight, bias = ctx.saved_tensors
     if dy.stride(-1) != 1:
         dy = dy.contiguous()
-    dx, dw, db = _conv_bwd(dy, x, weight, bias, ctx.silu, ctx.reverse)
+    dx, dw, db = (bwd or _conv_bwd)(dy, x, weight, bias, ctx.silu, ctx.reverse)
     return dx, dw, db if ctx.has_bias else None, None, None
 
 
@@ -97,10 +98,7 @@ class _ConvFunction(torch.autograd.Function):
     def backward(ctx, dy):
         from .triton_conv import conv_bwd
 
-        x, weight, bias = ctx.saved_tensors
-        dx, dw, db = conv_bwd(dy if dy.stride(-1) == 1 else dy.contiguous(), x, weight, bias, ctx.silu,
-                              ctx.reverse)
-        return dx, dw, db, None, None
+        return _backward(ctx, dy, bwd=conv_bwd)
 
 
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,
@@ -108,8 +106,9 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activat
     """Depthwise causal (or, with ``reverse``, anti-causal) conv1d, then ``activation`` (None or "silu").
 
     x: (B, D, L) float64/float32/float16/bfloat16 (accumulated in float32, or float64); weight (D, K) or (D, 1, K) as
-    nn.Conv1d stores it; bias (D,) or None. Returns (B, D, L) in x's dtype. ``backend``: "auto" (triton for
-    CUDA tensors when Triton imports, else torch), "triton" or "torch".
+    nn.Conv1d stores it; bias (D,) or None. Returns (B, D, L) in x's dtype. ``backend`` takes the selective
+    scan's names, so a layer passes its one setting to both: "auto" (triton for CUDA tensors when Triton
+    imports, else torch), "triton", or "torch" / "naive" (both PyTorch's conv1d, :func:`causal_conv1d_ref`).
     """
     if x.dim() != 3:
         raise ValueError(f"causal_conv1d: x must be (batch, dim, length), got shape {tuple(x.shape)}")
@@ -125,16 +124,8 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activat
         raise ValueError(f"causal_conv1d: bias must be ({dim},), got {tuple(bias.shape)}")
     if activation not in _ACTIVATIONS:
         raise ValueError(f"causal_conv1d: activation must be one of {_ACTIVATIONS}, got {activation!r}")
-    if backend == "auto":
-        backend = "triton" if _HAS_TRITON and x.is_cuda else "torch"
-    if backend == "torch":
+    if _resolve_backend(backend, x) != "triton":
         return causal_conv1d_ref(x, weight, bias, activation, reverse)
-    if backend != "triton":
-        raise ValueError(f"causal_conv1d: unknown backend {backend!r}; choose 'auto', 'triton' or 'torch'")
-    if not _HAS_TRITON:
-        raise RuntimeError("causal_conv1d: backend 'triton' needs the triton package")
-    if not (x.is_cuda or _triton_interpreted()):
-        raise RuntimeError("causal_conv1d: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1)")
     if x.stride(-1) != 1 and x.shape[-1] > 1:
         x = x.contiguous()
     conv = _conv_fwd if _through_custom_op(x) else _ConvFunction.apply
