@@ -17,8 +17,6 @@ ranks and the metrics summed back; only rank 0 writes files.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
 import logging
 import math
@@ -35,7 +33,15 @@ from mambaeye.data.nnunet import dataset_folder_name
 from mambaeye.metrics import dice, normalized_surface_dice
 from mambaeye.train.config import ConfigError
 from mambaeye.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown, unwrap, wrap_ddp
-from mambaeye.train.engine import optimizer_step, progress_bar, rng_state, save_checkpoint_atomic, set_rng_state
+from mambaeye.train.engine import (
+    autocast,
+    optimizer_step,
+    progress_bar,
+    rng_state,
+    save_checkpoint_atomic,
+    set_rng_state,
+    write_history,
+)
 
 from .config import TASK, SegConfig, save_seg_config
 from .data import IMAGE_SUFFIXES, CaseFiles, SegSource, open_source, read_case, read_image_file, strip_suffix
@@ -207,45 +213,14 @@ def _optimizer(cfg: SegConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def _autocast(cfg: SegConfig, device: torch.device):
-    if cfg.amp == "none" or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
-
-
 def _epoch_seed(seed: int, epoch: int, rank: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank, stream]).generate_state(1)[0])
 
 
 def _write_history(run_dir: Path, history: list[dict], class_names: list[str]) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps(history, indent=2))
-    if history:
-        keys = list(dict.fromkeys(k for row in history for k in row))
-        with open(run_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(history)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     plots = (("loss", ["train_loss", "val_loss"], "loss"),
              ("dice", ["val_mean_dice"] + [f"val_dice_{c}" for c in class_names], "Dice (validation)"))
-    for name, keys, ylabel in plots:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key in keys:
-            pts = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=key, lw=2 if key == "val_mean_dice" else 1)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(run_dir / f"{name}.png", dpi=100)
-        plt.close(fig)
+    write_history(run_dir, history, plots)
 
 
 @torch.no_grad()
@@ -364,7 +339,7 @@ def _train(cfg: SegConfig) -> dict:
             lr = _lr_at(cfg, epoch * cfg.iterations_per_epoch + it, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with _autocast(cfg, device):
+            with autocast(cfg.amp, device):
                 outputs = ddp_model(x)
             loss = criterion(outputs, y)
             if not math.isfinite(loss.item()):

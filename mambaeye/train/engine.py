@@ -86,15 +86,16 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.amp == "none":
+def autocast(amp: str, device: torch.device):
+    """The context of a config's ``amp`` ("none" | "bf16" | "fp16") on ``device``: autocast on CUDA only."""
+    if amp == "none":
         return contextlib.nullcontext()
     if device.type != "cuda":  # CPU autocast trips the scan's dtype checks (float32 dt vs bf16 u): fp32 on CPU
-        if not getattr(_autocast, "_warned", False):
-            log.warning("amp=%s is for CUDA; running in fp32 on %s", cfg.amp, device)
-            _autocast._warned = True
+        if not getattr(autocast, "_warned", False):
+            log.warning("amp=%s is for CUDA; running in fp32 on %s", amp, device)
+            autocast._warned = True
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def build_model(cfg: TrainConfig, num_classes: int, checkpoint_path: str | None = None) -> nn.Module:
@@ -149,7 +150,7 @@ def _run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: to
     loss_sum, top1, top5, n = 0.0, 0, 0, 0
     for x, y in progress_bar(loader, cfg.progress and info.is_main, desc=desc):
         x, y = x.to(device), y.to(device)
-        with _autocast(cfg, device):
+        with autocast(cfg.amp, device):
             logits = model(x)
         logits = logits.float()
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
@@ -160,7 +161,13 @@ def _run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: to
     return {"loss": loss_sum / d, "top1": 100.0 * top1 / d, "top5": 100.0 * top5 / d, "n": int(n)}
 
 
-def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+_CLASSIFICATION_PLOTS = (("loss", ("train_loss", "val_loss", "val_ema_loss"), "loss"),
+                         ("accuracy", ("train_top1", "val_top1", "val_top5", "val_ema_top1"), "accuracy (%)"))
+
+
+def write_history(run_dir: Path, history: list[dict], plots) -> None:
+    """The per-epoch rows as metrics.json and metrics.csv, and one PNG per ``(name, keys, ylabel)`` in ``plots``
+    with a curve for each key the rows have (rows without a value are skipped)."""
     (run_dir / "metrics.json").write_text(json.dumps(history, indent=2))
     if history:
         keys = list(dict.fromkeys(k for row in history for k in row))
@@ -168,26 +175,22 @@ def _write_metrics(run_dir: Path, history: list[dict]) -> None:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(history)
-    _plot(run_dir, history)
-
-
-def _plot(run_dir: Path, history: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [row["epoch"] for row in history]
-    for name, keys, ylabel in (("loss", ("train_loss", "val_loss", "val_ema_loss"), "loss"),
-                               ("accuracy", ("train_top1", "val_top1", "val_top5", "val_ema_top1"), "accuracy (%)")):
+    for name, keys, ylabel in plots:
         fig, ax = plt.subplots(figsize=(6, 4))
         for key in keys:
-            if history and key in history[0]:
-                ax.plot(epochs, [row[key] for row in history], marker="o", label=key)
+            pts = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=key)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(run_dir / f"{name}.png", dpi=100)
         plt.close(fig)
@@ -325,7 +328,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
             target = y
             if mixup is not None:
                 x, target = mixup(x, y)
-            with _autocast(cfg, device):
+            with autocast(cfg.amp, device):
                 logits = ddp_model(x)
                 loss = criterion(logits.float(), target)
             if not math.isfinite(loss.item()):
@@ -365,12 +368,12 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
             save_checkpoint_atomic(ckpt, run_dir / "last.pt")
             if is_best:
                 save_checkpoint_atomic(ckpt, run_dir / "best.pt")
-            _write_metrics(run_dir, history)
+            write_history(run_dir, history, _CLASSIFICATION_PLOTS)
             log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs,
                      ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in row.items() if k != "epoch"))
     if not history and info.is_main:
-        _write_metrics(run_dir, history)
+        write_history(run_dir, history, _CLASSIFICATION_PLOTS)
     barrier(info)  # every rank returns once the run folder is complete
     return {"run_dir": str(run_dir), "best_top1": best_top1, "best_epoch": best_epoch, "history": history,
             "model": model}
@@ -416,7 +419,7 @@ def predict(checkpoint: str | Path, files: list[str | Path], topk: int = 1, use_
     out = []
     for f in files:
         x = load_image(f, cfg).unsqueeze(0).to(dev)
-        with _autocast(cfg, dev):
+        with autocast(cfg.amp, dev):
             probs = model(x).float().softmax(-1)[0]
         p, idx = probs.topk(min(topk, probs.numel()))
         name = [classes[i] if i < len(classes) else str(i) for i in idx.tolist()]

@@ -84,16 +84,16 @@ def test_weight_decay_excludes_1d_params(full_run):
 def test_resume_equals_uninterrupted(full_run, tmp_path, monkeypatch):
     full_out, full = full_run
     out = tmp_path / "run_resume"
-    real_write = engine._write_metrics
+    real_write = engine.write_history
 
-    def killed_after_first_checkpoint(run_dir, history):
-        real_write(run_dir, history)
+    def killed_after_first_checkpoint(run_dir, history, plots):
+        real_write(run_dir, history, plots)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "_write_metrics", killed_after_first_checkpoint)
+    monkeypatch.setattr(engine, "write_history", killed_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(out))
-    monkeypatch.setattr(engine, "_write_metrics", real_write)
+    monkeypatch.setattr(engine, "write_history", real_write)
     assert load_checkpoint(out)["epoch"] == 0
     torch.manual_seed(1234)  # a different process state must not matter
     resumed = train(_cfg(out, resume="auto"))
