@@ -26,8 +26,8 @@ import torch
 
 # shapes (with the official kernel's H100 times), inputs, byte counts and dtypes: the `mambaeye bench scan` suite's
 from mambaeye.bench._common import DTYPES
-from mambaeye.bench.scan import GPU_SHAPES, SHAPES, make_inputs, min_bytes
-from mambaeye.ops import available_backends, selective_scan
+from mambaeye.bench.scan import GPU_SHAPES, SHAPES, copy_bandwidth_gbs, run_case
+from mambaeye.ops import available_backends
 
 
 def timer(device: str):
@@ -46,39 +46,6 @@ def timer(device: str):
         return statistics.median(times)
 
     return cpu_time
-
-
-def copy_bandwidth(device: str, bench) -> float:
-    """GB/s of a large device-to-device copy, counting bytes read plus bytes written."""
-    x = torch.empty(1 << 28, dtype=torch.uint8, device=device).random_(0, 255)
-    y = torch.empty_like(x)
-    ms = bench(lambda: y.copy_(x))
-    return 2 * x.numel() / ms / 1e6
-
-
-def run_case(name: str, backend: str, dtype: torch.dtype, device: str, bench) -> dict:
-    shape = SHAPES[name]
-    t = make_inputs(shape, dtype, device, requires_grad=False)
-    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"])
-
-    def fwd():
-        with torch.no_grad():
-            return selective_scan(*args, delta_softplus=True, backend=backend)
-
-    fwd_ms = bench(fwd)
-    tg = make_inputs(shape, dtype, device, requires_grad=True)
-    inputs = [v for v in tg.values() if v is not None]
-    dout = torch.randn_like(tg["u"])
-
-    def fwd_bwd():
-        out = selective_scan(tg["u"], tg["delta"], tg["A"], tg["B"], tg["C"], tg["D"], tg["z"], tg["delta_bias"],
-                             delta_softplus=True, backend=backend)
-        return torch.autograd.grad(out, inputs, dout)
-
-    fwd_bwd_ms = bench(fwd_bwd)
-    return dict(shape=name, backend=backend, dtype=str(dtype).removeprefix("torch."), fwd_ms=fwd_ms,
-                fwd_bwd_ms=fwd_bwd_ms, fwd_bytes=min_bytes(shape, dtype, False),
-                fwd_bwd_bytes=min_bytes(shape, dtype, True))
 
 
 def shape_text(s: dict) -> str:
@@ -123,14 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     for b in backends:
         if b not in available_backends(device):
             p.error(f"backend {b!r} is not available on {device}: {available_backends(device)}")
-    dtype = DTYPES[args.dtype] if device == "cuda" else torch.float32
+    dtype_name = args.dtype if device == "cuda" else "fp32"
+    dtype = DTYPES[dtype_name]
     bench = timer(device)
-    copy_gbs = copy_bandwidth(device, bench) if device == "cuda" else None
+    copy_gbs = copy_bandwidth_gbs(device, bench) if device == "cuda" else None
 
     rows = []
     for name in shapes:
         for backend in backends:
-            r = run_case(name, backend, dtype, device, bench)
+            r = run_case(name, backend, dtype_name, device, bench)
+            r["dtype"] = str(dtype).removeprefix("torch.")  # this script's files say bfloat16
             rows.append(r)
             print(f"{name:18s} {backend:7s} fwd {r['fwd_ms']:8.3f} ms  fwd+bwd {r['fwd_bwd_ms']:8.3f} ms", flush=True)
 

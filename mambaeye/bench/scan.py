@@ -5,6 +5,7 @@ card's measured copy bandwidth, beside the official mamba-ssm CUDA kernel on an 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 
@@ -59,27 +60,30 @@ def min_bytes(shape: dict, dtype: torch.dtype, backward: bool) -> int:
     return fwd + act * (5 + 2 * shape["z"]) + 4 * bc
 
 
-def copy_bandwidth_gbs(ctx: Context) -> float:
-    """GB/s of a large device-to-device copy, counting bytes read plus bytes written."""
-    x = torch.empty(1 << 28, dtype=torch.uint8, device=ctx.device).random_(0, 255)
+def copy_bandwidth_gbs(device: str, time_ms: Callable[[Callable[[], object]], float]) -> float:
+    """GB/s of a large device-to-device copy, counting bytes read plus bytes written; ``time_ms(fn)`` times fn."""
+    x = torch.empty(1 << 28, dtype=torch.uint8, device=device).random_(0, 255)
     y = torch.empty_like(x)
-    ms = ctx.time_ms(lambda: y.copy_(x))
+    ms = time_ms(lambda: y.copy_(x))
 
     return 2 * (1 << 28) / ms / 1e6
 
 
-def run_case(ctx: Context, name: str, backend: str, dtype_name: str) -> dict:
+def run_case(name: str, backend: str, dtype_name: str, device: str,
+             time_ms: Callable[[Callable[[], object]], float]) -> dict:
+    """Forward and forward+backward of shape ``name`` on ``backend``, timed by ``time_ms(fn) -> ms``: the row of
+    the ``scan`` suite and of benchmarks/scan.py (ms, minimum bytes moved, GB/s, the official kernel's ms)."""
     shape = SHAPES[name]
     dtype = DTYPES[dtype_name]
-    t = make_inputs(shape, dtype, ctx.device, requires_grad=False)
+    t = make_inputs(shape, dtype, device, requires_grad=False)
     args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"])
 
     def fwd():
         with torch.no_grad():
             return selective_scan(*args, delta_softplus=True, backend=backend)
 
-    fwd_ms = ctx.time_ms(fwd)
-    tg = make_inputs(shape, dtype, ctx.device, requires_grad=True)
+    fwd_ms = time_ms(fwd)
+    tg = make_inputs(shape, dtype, device, requires_grad=True)
     inputs = [v for v in tg.values() if v is not None]
     dout = torch.randn_like(tg["u"])
 
@@ -88,7 +92,7 @@ def run_case(ctx: Context, name: str, backend: str, dtype_name: str) -> dict:
                              delta_softplus=True, backend=backend)
         return torch.autograd.grad(out, inputs, dout)
 
-    fwd_bwd_ms = ctx.time_ms(fwd_bwd)
+    fwd_bwd_ms = time_ms(fwd_bwd)
     fb, fbb = min_bytes(shape, dtype, False), min_bytes(shape, dtype, True)
     return dict(shape=name, backend=backend, dtype=dtype_name,
                 **{k: shape[k] for k in ("batch", "dim", "length", "dstate", "groups", "z")},
@@ -112,12 +116,12 @@ def run(ctx: Context, args: argparse.Namespace) -> SuiteResult:
     for b in backends:
         if b not in have:
             raise SystemExit(f"backend {b!r} is not available on {ctx.device}: {have}")
-    copy_gbs = copy_bandwidth_gbs(ctx) if on_gpu else None
+    copy_gbs = copy_bandwidth_gbs(ctx.device, ctx.time_ms) if on_gpu else None
     rows = []
     for dt in ctx.dtypes:
         for name in shapes:
             for backend in backends:
-                r = run_case(ctx, name, backend, dt)
+                r = run_case(name, backend, dt, ctx.device, ctx.time_ms)
                 r["fwd_pct_copy"] = 100 * r["fwd_gbs"] / copy_gbs if copy_gbs else None
                 r["fwd_bwd_pct_copy"] = 100 * r["fwd_bwd_gbs"] / copy_gbs if copy_gbs else None
                 rows.append(r)
