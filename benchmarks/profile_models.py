@@ -4,8 +4,10 @@
     python benchmarks/profile_models.py --cases vim_ti_1248   # one case; --rows 30 for a longer table
 
 Cases (bf16 autocast, random inputs): vim_ti_1248 (inference, batch 8, 1248²), vim_ti_224_train (batch 128,
-forward + backward), vmamba_t_224 (inference, batch 128), vmamba_t_224_train. Prints, per case, the median
-step time and the kernels sorted by total CUDA time, so the next optimisation is chosen from a measurement.
+forward + backward), vmamba_t_224 (inference, batch 128), vmamba_t_224_train, and the SS2D layer alone at
+benchmarks/ss2d.py's shapes (``ss2d_<case>``, ``ss2d_<case>_train``; batch 128, channel-first). Prints, per
+case, the median step time and the kernels sorted by total CUDA time, so the next optimisation is chosen from
+a measurement.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from mambaeye import create_model
+from mambaeye.layers import SS2D
+
+try:  # run as `python benchmarks/profile_models.py`: benchmarks/ is on sys.path
+    from ss2d import CASES as SS2D_CASES
+except ImportError:
+    SS2D_CASES = {}
 
 CASES = {
     # name: (model, img_size, batch, train)
@@ -26,15 +34,32 @@ CASES = {
     "vmamba_t_224": ("vmamba_tiny", 224, 128, False),
     "vmamba_t_224_train": ("vmamba_tiny", 224, 128, True),
 }
+for _case in SS2D_CASES:
+    CASES[f"ss2d_{_case}"] = ("ss2d", _case, 128, False)
+    CASES[f"ss2d_{_case}_train"] = ("ss2d", _case, 128, True)
+
+
+def _make_module(model_name: str, size, batch: int):
+    """(module, input) of a case: a model on images, or an SS2D layer on a channel-first map."""
+    if model_name == "ss2d":
+        kwargs, side, _ = SS2D_CASES[size]
+        layer = SS2D(**kwargs, channel_first=True).cuda()
+        return layer, torch.randn(batch, kwargs["d_model"], side, side, device="cuda", requires_grad=True)
+    return create_model(model_name, img_size=size).cuda(), torch.randn(batch, 3, size, size, device="cuda")
 
 
 def make_step(name: str, compile_mode: str | None = None):
     model_name, size, batch, train = CASES[name]
-    model = create_model(model_name, img_size=size).cuda()
+    model, x = _make_module(model_name, size, batch)
     if compile_mode:
         model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
-    x = torch.randn(batch, 3, size, size, device="cuda")
-    if train:
+    if model_name == "ss2d":
+        def step():
+            with torch.autocast("cuda", torch.bfloat16), torch.set_grad_enabled(train):
+                y = model(x)
+            if train:
+                y.backward(torch.ones_like(y))
+    elif train:
         model.train()
         target = torch.randint(0, 1000, (batch,), device="cuda")
 

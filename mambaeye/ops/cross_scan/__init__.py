@@ -44,6 +44,17 @@ def _fp32(t: Tensor) -> Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+def _project_dt(dts: Tensor, dt_projs_weight: Tensor) -> Tensor:
+    """Each direction's low-rank dt projection: (B, K, R, L) with (K, D, R) -> (B, K, D, L).
+
+    Both projections are broadcast matmuls, i.e. B*K small GEMMs on views: no permuted copy of the result (as
+    ``einsum`` makes), and the weight gradients are reduced per (batch, direction) before the sum over the
+    batch - ``einsum``'s one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an
+    H100 at VMamba-T's first stage; benchmarks/NOTES.md).
+    """
+    return torch.matmul(dt_projs_weight, dts)
+
+
 def _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias):
     tensors = (("x", x), ("x_proj_weight", x_proj_weight), ("dt_projs_weight", dt_projs_weight),
                ("dt_projs_bias", dt_projs_bias), ("A_logs", A_logs), ("Ds", Ds))
@@ -143,9 +154,9 @@ def cross_selective_scan(
 
         # projections of each position, in the grid's own order: no re-ordered copy of x is made
         u = x.reshape(batch, dim, length)
-        x_dbl = torch.einsum("bdl,kcd->bkcl", u, x_proj_weight)  # (B, K, R + 2N, L)
+        x_dbl = torch.matmul(x_proj_weight.reshape(-1, dim), u).view(batch, k, -1, length)  # (B, K, R + 2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
-        delta = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight).reshape(batch, k * dim, length)
+        delta = _project_dt(dts, dt_projs_weight).view(batch, k * dim, length)
         if force_fp32:
             u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
         delta, Bs, Cs = delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)  # autocast may leave them mixed
@@ -153,12 +164,11 @@ def cross_selective_scan(
                           delta_softplus=delta_softplus).view(batch, dim, *spatial)
     else:
         xs = cross_scan(x, k)  # (B, K, D, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)  # (B, K, R + 2N, L)
+        x_dbl = torch.matmul(x_proj_weight, xs)  # (B, K, R + 2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)  # (B, K, D, L)
 
-        u = xs.reshape(batch, k * dim, length)
-        delta = dts.reshape(batch, k * dim, length)
+        u = xs.view(batch, k * dim, length)
+        delta = _project_dt(dts, dt_projs_weight).view(batch, k * dim, length)
         # Bs, Cs: (B, K, N, L) views of x_dbl (group k = channels k*D..(k+1)*D = direction k); the triton kernels
         # read them in place, the other backends make them contiguous
         if force_fp32:
