@@ -67,7 +67,7 @@ def test_fused_many_tiles_and_split(monkeypatch):
 
 
 @needs_triton_cpu
-def test_fused_is_the_default_for_triton_on_small_2d_grids(monkeypatch):
+def test_fused_is_the_default_for_triton_on_2d_grids(monkeypatch):
     from mambaeye.ops.cross_scan import fused
 
     calls = []
@@ -76,8 +76,7 @@ def test_fused_is_the_default_for_triton_on_small_2d_grids(monkeypatch):
     weights = {k: v for k, v in _weights(4, 4, 2, 1).items() if not k.startswith("out")}
     cross_selective_scan(torch.randn(1, 4, 3, 5, dtype=torch.float64), **weights, backend="triton")
     assert calls == [1]
-    monkeypatch.setattr("mambaeye.ops.cross_scan.FUSED_MAX_POSITIONS", 14)  # 3x5 grid: above it
-    cross_selective_scan(torch.randn(1, 4, 3, 5, dtype=torch.float64), **weights, backend="triton")
+    cross_selective_scan(torch.randn(1, 4, 3, 5, dtype=torch.float64), **weights, backend="triton", fused=False)
     assert calls == [1]
 
 

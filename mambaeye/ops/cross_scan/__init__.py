@@ -5,9 +5,9 @@ after the depthwise conv, it reads them along K directions (:func:`cross_scan`),
 (dt, B, C) with that direction's weights, runs one grouped selective scan over all K * D channels, sums the
 directions back onto the grid (:func:`cross_merge`) and optionally applies the output LayerNorm.
 
-The implementation here is the PyTorch reference: it writes the K re-ordered copies explicitly. A fused
-kernel that folds the direction's index arithmetic into its loads and stores can replace the body of
-:func:`cross_selective_scan` without any change to the layers. Scan orders are defined in :mod:`.naive`.
+``fused=False`` is the PyTorch reference: it writes the K re-ordered copies explicitly. ``fused=True`` (the
+default with the triton backend in 2D; :mod:`.fused`) scans the grid's row-major and column-major layouts
+forward and backward in place, with no flipped copies. Scan orders are defined in :mod:`.naive`.
 """
 
 from __future__ import annotations
@@ -32,27 +32,9 @@ __all__ = [
 ]
 
 
-# The fused scan reads the column-major directions of a channel-first grid with a stride of W elements between
-# steps, which wastes most of each memory sector once the grid is large. H100, batch 128, bf16 (benchmarks/
-# ss2d.py): 14x14 and 28x28 grids run faster fused (layer fwd 1.53 -> 1.05, 2.87 -> 2.54 ms), 56x56 slower
-# (5.66 -> 10.37 ms). Until the kernels read a channel-last layout, larger grids default to the reference.
-FUSED_MAX_POSITIONS = 1024
-
-
 def _fp32(t: Tensor) -> Tensor:
     """The scan's weights are float32 whatever the activations' dtype; float64 stays (for gradient checks)."""
     return t if t.dtype == torch.float64 else t.float()
-
-
-def _project_dt(dts: Tensor, dt_projs_weight: Tensor) -> Tensor:
-    """Each direction's low-rank dt projection: (B, K, R, L) with (K, D, R) -> (B, K, D, L).
-
-    Both projections are broadcast matmuls, i.e. B*K small GEMMs on views: no permuted copy of the result (as
-    ``einsum`` makes), and the weight gradients are reduced per (batch, direction) before the sum over the
-    batch - ``einsum``'s one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an
-    H100 at VMamba-T's first stage; benchmarks/NOTES.md).
-    """
-    return torch.matmul(dt_projs_weight, dts)
 
 
 def _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias):
@@ -131,8 +113,8 @@ def cross_selective_scan(
     Returns (B, D, *spatial), or (B, *spatial, D) with ``channel_last``, in x's dtype.
     ``force_fp32`` runs the scan on float32 copies of u, delta, B, C (VMamba v0 does; v2 "v05" does not).
     ``backend`` is passed to :func:`mambaeye.ops.selective_scan`. ``fused`` runs :func:`.fused.cross_scan_2d`
-    instead of the explicit re-ordered copies; by default when the backend resolves to triton, the grid is 2D
-    and has at most ``FUSED_MAX_POSITIONS`` positions (see there).
+    instead of the explicit re-ordered copies; by default when the backend resolves to triton and the grid is
+    2D.
     """
     _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias)
     batch, dim, *spatial = x.shape
@@ -143,7 +125,7 @@ def cross_selective_scan(
 
     resolved = _resolve_backend(backend, x)
     if fused is None:
-        fused = resolved == "triton" and x.dim() == 4 and length <= FUSED_MAX_POSITIONS
+        fused = resolved == "triton" and x.dim() == 4
     if fused and (x.dim() != 4 or resolved != "triton"):
         raise ValueError(f"fused=True needs a 2D grid and the triton backend (got {x.dim() - 2}D, {resolved!r})")
     A = -torch.exp(_fp32(A_logs))
@@ -152,23 +134,19 @@ def cross_selective_scan(
     if fused:
         from .fused import cross_scan_2d  # imports triton
 
-        # projections of each position, in the grid's own order: no re-ordered copy of x is made
-        u = x.reshape(batch, dim, length)
-        x_dbl = torch.matmul(x_proj_weight.reshape(-1, dim), u).view(batch, k, -1, length)  # (B, K, R + 2N, L)
-        dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
-        delta = _project_dt(dts, dt_projs_weight).view(batch, k * dim, length)
-        if force_fp32:
-            u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
-        delta, Bs, Cs = delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)  # autocast may leave them mixed
-        y = cross_scan_2d(u, delta, A, Bs, Cs, _fp32(Ds), delta_bias, spatial[0], spatial[1],
-                          delta_softplus=delta_softplus).view(batch, dim, *spatial)
+        y = cross_scan_2d(x, x_proj_weight, dt_projs_weight, A, _fp32(Ds), delta_bias,
+                          delta_softplus=delta_softplus, force_fp32=force_fp32)
     else:
         xs = cross_scan(x, k)  # (B, K, D, L)
+        # Both projections are broadcast matmuls, i.e. B*K small GEMMs on views: no permuted copy of the result
+        # (as einsum makes), and the weight gradients are reduced per (batch, direction) before the sum over the
+        # batch - einsum's one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an
+        # H100 at VMamba-T's first stage; benchmarks/NOTES.md).
         x_dbl = torch.matmul(x_proj_weight, xs)  # (B, K, R + 2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
 
         u = xs.view(batch, k * dim, length)
-        delta = _project_dt(dts, dt_projs_weight).view(batch, k * dim, length)
+        delta = torch.matmul(dt_projs_weight, dts).view(batch, k * dim, length)  # (B, K, D, L)
         # Bs, Cs: (B, K, N, L) views of x_dbl (group k = channels k*D..(k+1)*D = direction k); the triton kernels
         # read them in place, the other backends make them contiguous
         if force_fp32:

@@ -1,17 +1,20 @@
-"""Fused 2D cross selective scan: VMamba's four scan orders inside the Triton kernels' loads and stores.
+"""Fused 2D cross selective scan: VMamba's four directions as two forward/backward pairs, no flipped copies.
 
 Reference: :func:`mambaeye.ops.cross_scan.cross_selective_scan` with ``fused=False`` - it writes K re-ordered
 copies of the activations (cross-scan), projects each, scans, and re-orders the outputs back (cross-merge).
-Here nothing is re-ordered in memory. Every per-position quantity stays in the grid's row-major order:
 
-- u (B, D, H*W): the activations, read by all K directions (one copy, not K);
-- delta (B, K*D, H*W) and B, C (B, K, N, H*W): the per-direction projections, computed position-wise from u
-  (a projection of position p does not care in which order p is visited, so it is done once on u);
-- out (B, K*D, H*W): direction k's output written back at the position it was read from.
+Here the grid is laid out in at most two orders, its *sources*: row-major (x itself) and, for K = 4,
+column-major (one transposed copy). Each source is scanned forward and backward by the *paired* Triton scan
+(:mod:`mambaeye.ops.selective_scan.triton_scan`): both directions of a pair read the same u in place, walking it
+from either end, and write their outputs at the positions they read. So every load and store is contiguous
+along L whatever the grid (a scan that reads the column directions straight from the row-major grid strides
+by W elements per step: 2x slower than the reference at 56x56 on an H100, benchmarks/NOTES.md).
 
-Direction k of the scan visits the positions in its own order (``triton_scan._seq_index``), so the merge is
-a plain sum over k. The backward reads and writes through the same indices; du comes per direction and is
-summed over k.
+Internally the directions are source-major - (row, reversed row, column, reversed column), i.e. the official
+directions (0, 2, 1, 3) - so the per-direction weights are re-ordered (small tensors) and the projections of
+each source are one broadcast matmul. The merge sums each pair in its source's order and adds the column
+source back transposed. Against the reference this writes one copy of x instead of K (none for K <= 2) and
+no re-ordered outputs.
 """
 
 from __future__ import annotations
@@ -19,29 +22,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..selective_scan import triton_scan
+from ..selective_scan import selective_scan, triton_scan
 
 __all__ = ["cross_scan_2d"]
 
-
-def _accumulation(u: Tensor) -> torch.dtype:
-    """The merge over directions adds in float32 (float64 for float64 inputs), whatever u's dtype."""
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
+# internal (source-major) position -> official direction index, per K
+_ORDER = {1: (0,), 2: (0, 1), 4: (0, 2, 1, 3)}
 
 
-@torch.library.custom_op("mambaeye::cross_scan_2d_fwd", mutates_args=())
+@torch.library.custom_op("mambaeye::paired_scan_fwd", mutates_args=())
 def _fwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
-    delta_softplus: bool, height: int, width: int, save_states: bool,
+    delta_softplus: bool, save_states: bool,
 ) -> tuple[Tensor, Tensor]:
     out, _, states = triton_scan.selective_scan_fwd(
-        u, delta, A, B, C, D, None, delta_bias, delta_softplus, save_states, cross=(B.shape[1], height, width)
+        u, delta, A, B, C, D, None, delta_bias, delta_softplus, save_states, paired=True
     )
     return out, states
 
 
 @_fwd.register_fake
-def _fwd_fake(u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, save_states):
+def _fwd_fake(u, delta, A, B, C, D, delta_bias, delta_softplus, save_states):
     batch, dim, length = delta.shape
     state = torch.float64 if u.dtype == torch.float64 else torch.float32
     n_chunks = triton_scan.num_state_chunks(batch, dim, length, A.shape[1])
@@ -49,66 +50,97 @@ def _fwd_fake(u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, s
     return torch.empty_like(delta, dtype=u.dtype), u.new_empty(shape, dtype=state)
 
 
-@torch.library.custom_op("mambaeye::cross_scan_2d_bwd", mutates_args=())
+@torch.library.custom_op("mambaeye::paired_scan_bwd", mutates_args=())
 def _bwd(
     dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
-    delta_softplus: bool, height: int, width: int, states: Tensor,
+    delta_softplus: bool, states: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    directions = B.shape[1]
     du_k, ddelta, dA, dB, dC, dD, _, dbias = triton_scan.selective_scan_bwd(
-        dout, None, u, delta, A, B, C, D, None, delta_bias, delta_softplus, states,
-        cross=(directions, height, width),
+        dout, None, u, delta, A, B, C, D, None, delta_bias, delta_softplus, states, paired=True
     )
     batch, dim, length = u.shape
-    du = du_k.view(batch, directions, dim, length).sum(1, dtype=_accumulation(u)).to(u.dtype)
+    du = du_k.view(batch, dim // (delta.shape[1] // B.shape[1]), 2, -1, length).sum(2).view_as(u)
     return du, ddelta, dA, dB, dC, dD, dbias
 
 
 @_bwd.register_fake
-def _bwd_fake(dout, u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, states):
+def _bwd_fake(dout, u, delta, A, B, C, D, delta_bias, delta_softplus, states):
     return tuple(torch.empty_like(t) for t in (u, delta, A, B, C, D, delta_bias))
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, _ = inputs
-    ctx.args = (delta_softplus, height, width)
+    u, delta, A, B, C, D, delta_bias, delta_softplus, _ = inputs
+    ctx.delta_softplus = delta_softplus
     ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, output[1])
 
 
 def _backward(ctx, dout, _dstates):
     u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
     if states.numel() == 0:
-        raise RuntimeError("cross_scan_2d: the forward ran without saving its states (no input required grad)")
-    delta_softplus, height, width = ctx.args
-    grads = _bwd(dout.contiguous(), u, delta, A, B, C, D, delta_bias, delta_softplus, height, width, states)
-    return (*grads, None, None, None, None)
+        raise RuntimeError("paired scan: the forward ran without saving its states (no input required grad)")
+    grads = _bwd(dout.contiguous(), u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, states)
+    return (*grads, None, None)
 
 
 _fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def cross_scan_2d(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
-    height: int, width: int, delta_softplus: bool = True,
-) -> Tensor:
-    """Cross selective scan of an (H, W) grid in K directions; returns the merged output (B, D, H*W).
-
-    u: (B, D, L); delta: (B, K*D, L); A: (K*D, N) float32; B, C: (B, K, N, L); D, delta_bias: (K*D,) float32;
-    every L axis in the grid's row-major order (L = H*W). K = B.shape[1] in {1, 2, 4} (row; row and reversed
-    row; row, column, reversed row, reversed column - the official VMamba order). CUDA tensors (or CPU tensors
-    under TRITON_INTERPRET=1).
-    """
-    batch, dim, length = u.shape
-    directions = B.shape[1]
-    if directions not in (1, 2, 4):
-        raise ValueError(f"the fused 2D cross-scan takes K in (1, 2, 4) directions, got {directions}")
-    if length != height * width:
-        raise ValueError(f"u has {length} positions, but the grid is {height}x{width} = {height * width}")
-    if delta.shape != (batch, directions * dim, length):
-        raise ValueError(f"delta must have shape (B, K*D, L) = {(batch, directions * dim, length)}, "
-                         f"got {tuple(delta.shape)}")
+def _paired_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
+                 delta_softplus: bool) -> Tensor:
+    """u (B, P*Du, L): P sequences; delta (B, 2P*Du, L); B, C (B, 2P, N, L) (L contiguous, other strides free);
+    A (2P*Du, N), D, delta_bias (2P*Du,) float32. Group 2p scans sequence p forward, group 2p+1 backward;
+    returns each group's output (B, 2P*Du, L) at the positions it read."""
     tensors = (u, delta, A, B, C, D, delta_bias)
-    u, delta, A, B, C, D, delta_bias = (t.contiguous() for t in tensors)
+    u, delta = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta))
+    A, D, delta_bias = (t.contiguous() for t in (A, D, delta_bias))
     save_states = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    out, _ = _fwd(u, delta, A, B, C, D, delta_bias, bool(delta_softplus), int(height), int(width), save_states)
-    return out.view(batch, directions, dim, length).sum(1, dtype=_accumulation(u)).to(u.dtype)
+    out, _ = _fwd(u, delta, A, B, C, D, delta_bias, bool(delta_softplus), save_states)
+    return out
+
+
+def cross_scan_2d(
+    x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A: Tensor, Ds: Tensor, delta_bias: Tensor,
+    delta_softplus: bool = True, force_fp32: bool = False,
+) -> Tensor:
+    """Cross selective scan of x (B, D, H, W) in K directions (official order); returns the merged (B, D, H, W).
+
+    x_proj_weight (K, R + 2N, D), dt_projs_weight (K, D, R); A (K*D, N), Ds and delta_bias (K*D,) in float32.
+    K in {1, 2, 4}: row; row and reversed row; row, column, reversed row, reversed column. CUDA tensors (or
+    CPU tensors under TRITON_INTERPRET=1). ``force_fp32`` scans float32 copies of u, delta, B, C.
+    """
+    batch, dim, height, width = x.shape
+    k = x_proj_weight.shape[0]
+    if k not in _ORDER:
+        raise ValueError(f"the fused 2D cross-scan takes K in (1, 2, 4) directions, got {k}")
+    length = height * width
+    rank, dstate = dt_projs_weight.shape[2], A.shape[1]
+    n_src = 2 if k == 4 else 1
+    if n_src == 2:  # (B, 2, D, L): the grid row-major, then column-major
+        src = x.new_empty(batch, 2, dim, length)
+        src[:, 0].copy_(x.reshape(batch, dim, length))
+        src[:, 1].view(batch, dim, width, height).copy_(x.transpose(2, 3))
+    else:
+        src = x.reshape(batch, 1, dim, length)
+
+    order = list(_ORDER[k])
+    if order != sorted(order):  # per-direction parameters in the internal (source-major) order
+        x_proj_weight, dt_projs_weight = x_proj_weight[order], dt_projs_weight[order]
+        A = A.view(k, dim, dstate)[order].reshape(k * dim, dstate)
+        Ds, delta_bias = (t.view(k, dim)[order].reshape(k * dim) for t in (Ds, delta_bias))
+    x_dbl = torch.matmul(x_proj_weight.reshape(n_src, -1, dim), src).view(batch, k, -1, length)  # (B, K, R+2N, L)
+    dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
+    delta = torch.matmul(dt_projs_weight, dts).view(batch, k * dim, length)  # (B, K*D, L), source order
+    u = src.view(batch, n_src * dim, length)
+    if force_fp32:
+        u, delta, Bs, Cs = (t if t.dtype == torch.float64 else t.float() for t in (u, delta, Bs, Cs))
+    delta, Bs, Cs = delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)  # autocast may leave them mixed
+
+    if k == 1:
+        return selective_scan(u, delta, A, Bs, Cs, Ds, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                              backend="triton").view(batch, dim, height, width)
+    out = _paired_scan(u, delta, A, Bs, Cs, Ds, delta_bias, delta_softplus)
+    per_source = out.view(batch, n_src, 2, dim, length).sum(2)  # (B, S, D, L): each pair, in its source's order
+    y = per_source[:, 0].view(batch, dim, height, width)
+    if n_src == 2:
+        y = y + per_source[:, 1].view(batch, dim, width, height).transpose(2, 3)
+    return y

@@ -27,8 +27,11 @@ dB/dC of per-step B/C are summed over the program's channels and added with fp32
 delta_bias, fixed B/C) are written per (batch, channel) and summed over the batch by PyTorch.
 
 Visiting orders (:func:`_seq_index`): the scan step l is read from, and written to, memory position l
-(plain), L - 1 - l (``reverse``, Vim's backward branch) or one of VMamba's cross-scan orders of an (H, W)
-grid (``cross``), so no flipped or re-ordered copy of the inputs or outputs is ever made.
+(plain) or L - 1 - l (``reverse``, Vim's backward branch), so no flipped copy of the inputs or outputs is ever
+made. ``paired``: the groups of B/C come in pairs that scan the same sequence of u forward (even group) and
+backward (odd group) - u has half the channels of delta, and du is returned per group (the caller sums each
+pair). VMamba's fused cross-scan (mambaeye.ops.cross_scan.fused) is the pairs (row, reversed row) and
+(column, reversed column) of a grid.
 
 Numerics: everything is computed in fp32 (fp64 for fp64 inputs); ``exp2`` of ``dt * A * log2(e)`` is always of
 a non-positive number for A < 0, so nothing overflows.
@@ -107,41 +110,25 @@ def _load_bc(ptr, stride_n, offs_d, offs_n, offs_l, pos, dstate, length, FIXED: 
 
 
 @triton.jit
-def _seq_index(offs_l, direction, length, H, W, CROSS: tl.constexpr, REVERSE: tl.constexpr):
-    """Memory position of scan step offs_l.
-
-    CROSS = 0: the plain scan, position = step (REVERSE: L - 1 - step). CROSS = K in {1, 2, 4}: VMamba's
-    cross-scan of an (H, W) grid stored row-major, read along direction ``direction`` (the group of B/C):
-    K=4 -> row, column, reversed row, reversed column; K=2 -> row, reversed row; K=1 -> row. The re-ordered
-    copies of the reference (mambaeye.ops.cross_scan.cross_scan) are never written: the order lives here.
-    """
-    if CROSS == 0:
-        if REVERSE:
-            pos = length - 1 - offs_l
-        else:
-            pos = offs_l
+def _seq_index(offs_l, length, direction, PAIRED: tl.constexpr, REVERSE: tl.constexpr):
+    """Memory position of scan step offs_l: the step itself, or L - 1 - step when walking backwards (REVERSE:
+    every channel; PAIRED: the odd groups ``direction`` of B/C)."""
+    if PAIRED:
+        pos = tl.where(direction % 2 == 1, length - 1 - offs_l, offs_l)
+    elif REVERSE:
+        pos = length - 1 - offs_l
     else:
-        if CROSS == 4:
-            col = direction % 2
-            rev = direction // 2
-        elif CROSS == 2:
-            col = 0
-            rev = direction
-        else:
-            col = 0
-            rev = 0
-        step = tl.where(rev == 1, length - 1 - offs_l, offs_l)
-        pos = tl.where(col == 1, (step % H) * W + step // H, step)
+        pos = offs_l
     return pos
 
 
 @triton.jit
 def _scan_segment_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hend_ptr, dtsum_ptr,
-    dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g, stride_B_n, u_dim, H, W,
+    dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g, stride_B_n, u_dim, u_share,
     stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr, DT: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, CROSS: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PAIRED: tl.constexpr,
     REVERSE: tl.constexpr,
 ):
     """Pass 1 of a sequence split across programs: each segment's end state from a zero start, and sum(dt)
@@ -161,13 +148,13 @@ def _scan_segment_kernel(
         bias = tl.load(bias_ptr + offs_d).to(DT)
     direction = d0 // u_dim
     row = b * stride_delta_b + offs_d * stride_delta_d
-    row_u = b * stride_u_b + (offs_d % u_dim) * stride_u_d
+    row_u = b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # u shared by a pair
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dt_total = tl.zeros((BLOCK_D,), dtype=DT)
     for tile in range(seg * tiles_per_seg, (seg + 1) * tiles_per_seg):
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        pos = _seq_index(offs_l, direction, length, H, W, CROSS, REVERSE)
+        pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
         ptrs = row[None, :] + pos[:, None]
         u = tl.load(u_ptr + row_u[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
         dt = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
@@ -194,12 +181,12 @@ def _scan_fwd_kernel(
     out_ptr, last_ptr, states_ptr, hend_ptr, dtsum_ptr,
     dim, length, dstate, n_tiles, tiles_per_seg, n_seg,
     dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_B_n, stride_C_b, stride_C_g, stride_C_n,
-    u_dim, H, W, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d, stride_z_b, stride_z_d,
+    u_dim, u_share, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d, stride_z_b, stride_z_d,
     stride_out_b, stride_out_d,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    CROSS: tl.constexpr, REVERSE: tl.constexpr,
+    PAIRED: tl.constexpr, REVERSE: tl.constexpr,
 ):
     # Tiles are (BLOCK_L, BLOCK_N, BLOCK_D): L first, so Triton's default layout puts the lanes on channels and
     # states and keeps the whole L extent of a tile inside each thread - the scan is then a sequential loop.
@@ -226,13 +213,13 @@ def _scan_fwd_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(DT)
 
-    # u may be shared by the groups (cross-scan: one u, K directions); delta, z and out have all dim channels
+    # paired: a pair of groups shares one sequence of u; delta, z and out have all dim channels
     # (BD,) start of each channel's sequence (each is contiguous along L; batch and channel strides are free)
     direction = d0 // u_dim
     row = b * stride_out_b + offs_d * stride_out_d
     row_dt = b * stride_delta_b + offs_d * stride_delta_d
     row_z = b * stride_z_b + offs_d * stride_z_d
-    row_u = b * stride_u_b + (offs_d % u_dim) * stride_u_d
+    row_u = b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # u shared by a pair
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     for prev in range(seg):  # h_end(s) = exp(A sum dt over s) h_end(s-1) + h_end from zero(s)
         dt_sum = tl.load(dtsum_ptr + (b * dim + offs_d) * n_seg + prev).to(DT)
@@ -245,7 +232,7 @@ def _scan_fwd_kernel(
     # past the end are fully masked and move nothing). It costs registers, so it is a tuning switch.
     offs_first = first_tile * BLOCK_L + offs_t
     first = offs_first[:, None] < length
-    pos_first = _seq_index(offs_first, direction, length, H, W, CROSS, REVERSE)
+    pos_first = _seq_index(offs_first, length, direction, PAIRED, REVERSE)
     u_in = tl.load(u_ptr + row_u[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
     dt_in = tl.load(delta_ptr + row_dt[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
     z_in = tl.load(z_ptr + row_z[None, :] + pos_first[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
@@ -256,10 +243,10 @@ def _scan_fwd_kernel(
     for tile in range(first_tile, end_tile):
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        ptrs = row[None, :] + _seq_index(offs_l, direction, length, H, W, CROSS, REVERSE)[:, None]  # (BL, BD)
+        ptrs = row[None, :] + _seq_index(offs_l, length, direction, PAIRED, REVERSE)[:, None]  # (BL, BD)
         offs_ld = offs_l + BLOCK_L * PREFETCH
         mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] < end_tile * BLOCK_L)
-        pos_ld = _seq_index(offs_ld, direction, length, H, W, CROSS, REVERSE)
+        pos_ld = _seq_index(offs_ld, length, direction, PAIRED, REVERSE)
         u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
         dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
         z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld[:, None], mask=mask_ld & HAS_Z, other=0.0)
@@ -309,13 +296,13 @@ def _scan_bwd_kernel(
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
     dim, length, dstate, n_tiles,
     dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_B_n, stride_C_b, stride_C_g, stride_C_n,
-    u_dim, H, W, stride_dout_b, stride_dout_d, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
+    u_dim, u_share, stride_dout_b, stride_dout_d, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
     stride_z_b, stride_z_d, stride_du_b, stride_du_d, stride_ddelta_b, stride_ddelta_d, stride_dz_b, stride_dz_d,
     stride_dB_b, stride_dB_g, stride_dB_n, stride_dC_b, stride_dC_g, stride_dC_n,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    CROSS: tl.constexpr, REVERSE: tl.constexpr,
+    PAIRED: tl.constexpr, REVERSE: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -348,21 +335,21 @@ def _scan_bwd_kernel(
     dD_acc = tl.zeros((BLOCK_D,), dtype=DT)
     dbias_acc = tl.zeros((BLOCK_D,), dtype=DT)
 
-    # du is written per channel of dim (cross-scan: per direction, summed over directions by the caller)
+    # du is written per channel of dim (paired: per group, each pair summed by the caller)
     direction = d0 // u_dim
     row_do = b * stride_dout_b + offs_d * stride_dout_d
     row_dt = b * stride_delta_b + offs_d * stride_delta_d
     row_z = b * stride_z_b + offs_d * stride_z_d
-    row_u = b * stride_u_b + (offs_d % u_dim) * stride_u_d
+    row_u = b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # u shared by a pair
     row_du = b * stride_du_b + offs_d * stride_du_d
     row_ddt = b * stride_ddelta_b + offs_d * stride_ddelta_d
     row_dz = b * stride_dz_b + offs_d * stride_dz_d
     # tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is processed
     last = (n_tiles - 1) * BLOCK_L + offs_t
     lmask = (last[:, None] < length) & PREFETCH
-    lpos1 = _seq_index(last, direction, length, H, W, CROSS, REVERSE)
+    lpos1 = _seq_index(last, length, direction, PAIRED, REVERSE)
     lpos = lpos1[:, None]
-    lpos_next = _seq_index(last + 1, direction, length, H, W, CROSS, REVERSE)[:, None]
+    lpos_next = _seq_index(last + 1, length, direction, PAIRED, REVERSE)[:, None]
     u_in = tl.load(u_ptr + row_u[None, :] + lpos, mask=lmask, other=0.0)
     dt_in = tl.load(delta_ptr + row_dt[None, :] + lpos, mask=lmask, other=0.0)
     dtn_in = tl.load(delta_ptr + row_dt[None, :] + lpos_next, mask=lmask & (last[:, None] + 1 < length), other=0.0)
@@ -376,13 +363,13 @@ def _scan_bwd_kernel(
         tile = n_tiles - 1 - i
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        pos = _seq_index(offs_l, direction, length, H, W, CROSS, REVERSE)
+        pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
         pos2 = pos[:, None]  # (BL, 1)
         offs_ld = offs_l - BLOCK_L * PREFETCH
         mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= 0)
-        pos_ld1 = _seq_index(offs_ld, direction, length, H, W, CROSS, REVERSE)
+        pos_ld1 = _seq_index(offs_ld, length, direction, PAIRED, REVERSE)
         pos_ld = pos_ld1[:, None]
-        pos_ld_next = _seq_index(offs_ld + 1, direction, length, H, W, CROSS, REVERSE)[:, None]
+        pos_ld_next = _seq_index(offs_ld + 1, length, direction, PAIRED, REVERSE)[:, None]
         u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld, mask=mask_ld, other=0.0)
         dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld, mask=mask_ld, other=0.0)
         dtn_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld_next, mask=mask_ld & (offs_ld[:, None] + 1 < length),
@@ -537,13 +524,24 @@ def _num_segments(programs: int, n_tiles: int) -> int:
     return max(1, min(triton.cdiv(TARGET_PROGRAMS, programs), n_tiles // 16))
 
 
-def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, cross=None,
+def _u_sharing(u, delta, B, paired: bool, reverse: bool) -> tuple[int, int]:
+    """(u_dim, u_share): group g of B/C reads channels (g // u_share) * u_dim + [0, u_dim) of u."""
+    if not paired:
+        return u.shape[1], 1
+    groups = _groups(B)
+    if reverse or groups % 2 or u.shape[1] * 2 != delta.shape[1]:
+        raise ValueError(f"paired scan: B/C need an even number of groups (got {groups}) and u half the channels "
+                         f"of delta (got {u.shape[1]} and {delta.shape[1]}), without reverse")
+    return delta.shape[1] // groups, 2
+
+
+def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, paired=False,
                        reverse=False):
-    """The scan; ``reverse`` walks L from the end (outputs stay at their positions); with ``cross=(K, H, W)``
-    VMamba's cross-scan of u (B, D, H*W) along K directions, delta (B, K*D, H*W) and B/C (B, K, N, H*W) all in
-    the grid's row-major order, out (B, K*D, H*W) likewise."""
+    """The scan; ``reverse`` walks L from the end (outputs stay at their positions). ``paired``: u (B, D/2, L)
+    holds one sequence per pair of B/C groups (B, 2P, N, L); the even group of a pair scans it forward, the odd
+    one backward; delta (B, D, L) and out (B, D, L) have every group's channels (see the module docstring)."""
     batch, dim, length = delta.shape
-    cross_k, grid_h, grid_w = cross if cross is not None else (0, 1, length)
+    u_dim, u_share = _u_sharing(u, delta, B, paired, reverse)
     dstate = A.shape[1]
     state_dtype, DT = _compute_dtype(u)
     block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, False)
@@ -562,10 +560,10 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     if n_seg > 1:  # the last segment's summary is never read
         _scan_segment_kernel[(dim // block_d, batch, n_seg - 1)](
             u, delta, A, B, delta_bias if delta_bias is not None else u, hend, dtsum,
-            dim, length, dstate, tiles_per_seg, n_seg, dpg_B, *B_strides, u.shape[1], grid_h, grid_w,
+            dim, length, dstate, tiles_per_seg, n_seg, dpg_B, *B_strides, u_dim, u_share,
             *_bd_strides(u), *_bd_strides(delta),
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, CROSS=cross_k, REVERSE=bool(reverse),
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PAIRED=bool(paired), REVERSE=bool(reverse),
             num_warps=num_warps,
         )
     grid = (dim // block_d, batch, n_seg)
@@ -574,20 +572,20 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
         delta_bias if delta_bias is not None else u,
         out, last, states, hend, dtsum,
         dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides,
-        u.shape[1], grid_h, grid_w, *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(out),
+        u_dim, u_share, *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(out),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, CROSS=cross_k,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, PAIRED=bool(paired),
         REVERSE=bool(reverse), num_warps=num_warps,
     )
     return out, last, states
 
 
 def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states,
-                       cross=None, reverse=False):
-    """Gradients of :func:`selective_scan_fwd`; with ``cross``, du is per direction (B, K*D, H*W): sum over K."""
+                       paired=False, reverse=False):
+    """Gradients of :func:`selective_scan_fwd`; with ``paired``, du is per group (B, D, L): sum each pair."""
     batch, dim, length = delta.shape
-    cross_k, grid_h, grid_w = cross if cross is not None else (0, 1, length)
+    u_dim, u_share = _u_sharing(u, delta, B, paired, reverse)
     dstate = A.shape[1]
     state_dtype, DT = _compute_dtype(u)
     block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, True)
@@ -596,7 +594,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
         raise RuntimeError(f"saved chunk states have shape {tuple(chunk_states.shape)}, "
                            f"expected {(batch, dim, n_tiles, dstate)}")
     # each gradient in its input's layout when that is dense, else contiguous (the op's fake does the same)
-    du = torch.empty_like(u) if cross is None else torch.empty_like(delta, dtype=u.dtype)
+    du = torch.empty_like(delta, dtype=u.dtype) if paired else torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
     per_channel = (batch, dim, dstate)
@@ -617,12 +615,12 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
         delta_bias if delta_bias is not None else placeholder, chunk_states,
         du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
         dD if dD is not None else placeholder, dbias if dbias is not None else placeholder,
-        dim, length, dstate, n_tiles, dpg_B, dpg_C, *B_strides, *C_strides, u.shape[1], grid_h, grid_w,
+        dim, length, dstate, n_tiles, dpg_B, dpg_C, *B_strides, *C_strides, u_dim, u_share,
         *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
         *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, HAS_DLAST=dlast_state is not None, DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, CROSS=cross_k,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, PAIRED=bool(paired),
         REVERSE=bool(reverse), num_warps=num_warps,
     )
     dA = dA.sum(0).to(A.dtype)
