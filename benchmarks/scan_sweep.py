@@ -2,8 +2,9 @@
 
     python benchmarks/scan_sweep.py --shapes vim_ti_224 vmamba_t_stage1
 
-A configuration is (BLOCK_L, BLOCK_D, num_warps); BLOCK_N is next_pow2(N). The winners go into
-``triton_scan._launch_config``; the sweep's table is kept in benchmarks/NOTES.md.
+A configuration is (BLOCK_L, BLOCK_D fwd, BLOCK_D bwd, num_warps fwd, bwd, prefetch fwd, bwd); BLOCK_N is
+next_pow2(N); the forward's sequence split (triton_scan._num_segments) applies to every configuration. The
+winners go into ``triton_scan._launch_config``; the sweep's table is kept in benchmarks/NOTES.md.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from mambaeye.bench.scan import SHAPES, make_inputs
 from mambaeye.ops import selective_scan
 from mambaeye.ops.selective_scan import triton_scan
 
-CONFIGS = {  # dstate -> (BLOCK_L, BLOCK_D, warps fwd, warps bwd, prefetch fwd, prefetch bwd); None = the default
-    16: [None, (16, 8, 1, 2, 0, 0), (16, 4, 1, 1, 1, 0), (16, 4, 1, 1, 0, 0), (8, 16, 2, 2, 1, 0),
-         (8, 16, 2, 2, 0, 0), (8, 8, 1, 1, 0, 0), (16, 16, 2, 2, 0, 0), (16, 8, 1, 1, 1, 1)],
-    1: [None, (32, 16, 1, 1, 0, 0), (64, 16, 1, 2, 0, 0), (64, 8, 1, 1, 0, 0), (32, 32, 1, 1, 0, 0),
-        (16, 16, 1, 1, 0, 0), (32, 8, 1, 1, 1, 1)],
+CONFIGS = {  # dstate -> (BLOCK_L, BLOCK_D fwd, bwd, warps fwd, bwd, prefetch fwd, bwd); None = the default
+    16: [None, (8, 8, 4, 1, 1, 0, 0), (8, 8, 8, 1, 2, 0, 0), (8, 8, 4, 1, 1, 0, 1), (4, 8, 8, 1, 1, 0, 0),
+         (4, 8, 4, 1, 1, 0, 0), (4, 16, 8, 1, 1, 0, 0), (4, 8, 8, 1, 1, 1, 1), (8, 8, 2, 1, 1, 0, 0)],
+    1: [None, (32, 16, 16, 1, 1, 0, 0), (32, 8, 4, 1, 1, 1, 1), (16, 8, 8, 1, 1, 1, 1), (32, 16, 8, 1, 1, 1, 1),
+        (64, 8, 8, 1, 1, 1, 1)],
 }
 
 
@@ -33,13 +34,13 @@ def time_config(name, cfg, dtype):
     shape = SHAPES[name]
     triton_scan._block_l, triton_scan._launch_config = DEFAULTS
     if cfg is not None:
-        block_l, block_d, warps_fwd, warps_bwd, pf_fwd, pf_bwd = cfg
-        if (shape["dim"] // shape["groups"]) % block_d:
+        block_l, bd_fwd, bd_bwd, warps_fwd, warps_bwd, pf_fwd, pf_bwd = cfg
+        if (shape["dim"] // shape["groups"]) % max(bd_fwd, bd_bwd):
             return None
         triton_scan._block_l = lambda length, dstate: block_l
         triton_scan._launch_config = lambda batch, dim, B, C, dstate, length, backward: (
-            block_d, triton.next_power_of_2(dstate), block_l, warps_bwd if backward else warps_fwd,
-            bool(pf_bwd if backward else pf_fwd))
+            bd_bwd if backward else bd_fwd, triton.next_power_of_2(dstate), block_l,
+            warps_bwd if backward else warps_fwd, bool(pf_bwd if backward else pf_fwd))
     t = make_inputs(shape, dtype, "cuda", requires_grad=False)
     args = [t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
     bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")  # noqa: E731
@@ -57,7 +58,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--shapes", nargs="+", default=[n for n in SHAPES if n != "cpu_1d"])
     args = p.parse_args()
-    print("| shape | BLOCK_L, BLOCK_D, warps fwd, bwd, prefetch fwd, bwd | fwd ms | fwd+bwd ms |\n|---|---|---|---|")
+    print("| shape | BLOCK_L, BLOCK_D fwd, bwd, warps fwd, bwd, prefetch fwd, bwd | fwd ms | fwd+bwd ms |\n"
+          "|---|---|---|---|")
     for name in args.shapes:
         n = SHAPES[name]["dstate"]
         for cfg in CONFIGS[n]:

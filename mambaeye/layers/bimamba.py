@@ -86,7 +86,7 @@ class BiMamba(Mamba):
         self.x_proj_b.reset_parameters()
         if self.backward_dt_init == "mamba":
             dt_weight_init_(self.dt_proj_b.weight, self.dt_rank, self.dt_scale, self.dt_init)
-            bias = dt_bias_init(self.d_inner, self.dt_min, self.dt_max, self.dt_init_floor)
+            bias = dt_bias_init(self.d_inner, self.dt_min, self.dt_max, self.dt_init_floor, self.A_b_log.device)
         else:
             # nn.Linear's default: weight kaiming-uniform(a=sqrt(5)), bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))
             self.dt_proj_b.reset_parameters()
@@ -94,7 +94,7 @@ class BiMamba(Mamba):
             bias = torch.empty(self.d_inner).uniform_(-bound, bound)
         with torch.no_grad():
             self.dt_proj_b.bias.copy_(bias)
-            self.A_b_log.copy_(s4d_real_A_log(self.d_inner, self.d_state))
+            self.A_b_log.copy_(s4d_real_A_log(self.d_inner, self.d_state, self.A_b_log.device))
             self.D_b.fill_(1.0)
 
     def forward(self, hidden_states: Tensor) -> Tensor:

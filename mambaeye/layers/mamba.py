@@ -250,8 +250,9 @@ class Mamba(nn.Module):
             m.reset_parameters()
         dt_weight_init_(self.dt_proj.weight, self.dt_rank, self.dt_scale, self.dt_init)
         with torch.no_grad():
-            self.dt_proj.bias.copy_(dt_bias_init(self.d_inner, self.dt_min, self.dt_max, self.dt_init_floor))
-            self.A_log.copy_(s4d_real_A_log(self.d_inner, self.d_state))
+            self.dt_proj.bias.copy_(dt_bias_init(self.d_inner, self.dt_min, self.dt_max, self.dt_init_floor,
+                                                 self.A_log.device))
+            self.A_log.copy_(s4d_real_A_log(self.d_inner, self.d_state, self.A_log.device))
             self.D.fill_(1.0)
 
     def _check_input(self, hidden_states: Tensor) -> None:

@@ -165,8 +165,9 @@ class SS2D(nn.Module):
             else:
                 self.dt_projs_weight.fill_(std)
             for i in range(k):
-                self.dt_projs_bias[i].copy_(dt_bias_init(d_inner, self.dt_min, self.dt_max, self.dt_init_floor))
-            self.A_logs.copy_(s4d_real_A_log(k * d_inner, self.d_state))
+                self.dt_projs_bias[i].copy_(dt_bias_init(d_inner, self.dt_min, self.dt_max, self.dt_init_floor,
+                                                         self.A_logs.device))
+            self.A_logs.copy_(s4d_real_A_log(k * d_inner, self.d_state, self.A_logs.device))
             self.Ds.fill_(1.0)
 
     def _check_input(self, x: Tensor) -> None:

@@ -70,6 +70,13 @@ def _scan(args, out) -> int:
     return flops
 
 
+def _paired_scan(args, out) -> int:
+    """mambaeye.ops.cross_scan.fused's paired scan: delta (B, D, L) has every direction's channels; D skip."""
+    delta, A = args[1], args[2]
+    batch, dim, length = delta.shape
+    return 9 * batch * dim * length * A.shape[1] + batch * dim * length
+
+
 def _flop_rules() -> dict:
     rules: dict = {
         aten.mm.default: _mm,
@@ -84,9 +91,12 @@ def _flop_rules() -> dict:
     }
     if hasattr(aten, "_fused_rms_norm"):
         rules[aten._fused_rms_norm.default] = _rms_norm
-    scan = getattr(getattr(torch.ops, "mambaeye", None), "selective_scan_fwd", None)
-    if scan is not None:
-        rules[scan.default] = _scan
+    ops = getattr(torch.ops, "mambaeye", None)
+    for name, rule in (("selective_scan_fwd", _scan), ("paired_scan_fwd", _paired_scan),
+                       ("layer_norm_channel_first_fwd", _layer_norm)):
+        op = getattr(ops, name, None)
+        if op is not None:
+            rules[op.default] = rule
     return rules
 
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..convert.vmamba import is_vmamba_state_dict, vmamba_from_official, vmamba_version
 from ..layers import SS2D
+from ..ops.layer_norm import layer_norm_channel_first
 from ._builder import adapt_input_conv, build_model, fit_classifier
 from ._features import resolve_indices
 from ._helpers import DropPath, drop_path_rates, to_2tuple
@@ -46,11 +47,24 @@ IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map."""
+    """LayerNorm over the channels of a (B, C, H, W) map, read and written in place
+    (:func:`mambaeye.ops.layer_norm.layer_norm_channel_first`: no permuted copies).
+
+    Under autocast the output is the autocast dtype when ``autocast_output`` (the default: the norm feeds a
+    matmul or conv, which would cast it anyway), else float32 - what ``F.layer_norm`` gives under autocast, kept
+    for VMamba's stem and downsample norms, whose output is the float32 residual stream of the official model.
+    Without autocast it is x's dtype.
+    """
+
+    def __init__(self, normalized_shape, *args, autocast_output: bool = True, **kwargs) -> None:
+        super().__init__(normalized_shape, *args, **kwargs)
+        self.autocast_output = autocast_output
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        out_dtype, device = None, x.device.type
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            out_dtype = torch.get_autocast_dtype(device) if self.autocast_output else torch.float32
+        return layer_norm_channel_first(x, self.weight, self.bias, self.eps, out_dtype=out_dtype)
 
 
 class Linear2d(nn.Linear):
@@ -106,15 +120,16 @@ class PatchMerging2D(nn.Module):
         return self.reduction(self.norm(x))
 
 
-def _norm(dim: int, channel_first: bool) -> nn.Module:
-    return LayerNorm2d(dim) if channel_first else nn.LayerNorm(dim)
+def _norm(dim: int, channel_first: bool, residual: bool = False) -> nn.Module:
+    """``residual``: the norm's output starts a residual stream (float32 under autocast, see LayerNorm2d)."""
+    return LayerNorm2d(dim, autocast_output=not residual) if channel_first else nn.LayerNorm(dim)
 
 
 def _make_stem(version: str, in_chans: int, dim: int, channel_first: bool) -> nn.Sequential:
     """Official index layout: "v1" conv 4x4 s4 at 0, norm at 2; "v2" convs at 0 and 5, norms at 2 and 7."""
     to_last = nn.Identity() if channel_first else Permute(0, 2, 3, 1)
     if version == "v1":
-        return nn.Sequential(nn.Conv2d(in_chans, dim, 4, 4), to_last, _norm(dim, channel_first))
+        return nn.Sequential(nn.Conv2d(in_chans, dim, 4, 4), to_last, _norm(dim, channel_first, residual=True))
     if version == "v2":
         return nn.Sequential(
             nn.Conv2d(in_chans, dim // 2, 3, 2, 1),
@@ -124,7 +139,7 @@ def _make_stem(version: str, in_chans: int, dim: int, channel_first: bool) -> nn
             nn.GELU(),
             nn.Conv2d(dim // 2, dim, 3, 2, 1),
             to_last,
-            _norm(dim, channel_first),
+            _norm(dim, channel_first, residual=True),
         )
     raise ValueError(f"patchembed_version must be 'v1' or 'v2', got {version!r}")
 
@@ -138,7 +153,7 @@ def _make_downsample(version: str, dim: int, out_dim: int, channel_first: bool) 
             nn.Identity() if channel_first else Permute(0, 3, 1, 2),
             nn.Conv2d(dim, out_dim, 3, 2, 1),
             nn.Identity() if channel_first else Permute(0, 2, 3, 1),
-            _norm(out_dim, channel_first),
+            _norm(out_dim, channel_first, residual=True),
         )
     raise ValueError(f"downsample_version must be 'v1' or 'v3', got {version!r}")
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..layer_norm import layer_norm_channel_first
 from ..selective_scan import _resolve_backend, selective_scan
 from .naive import ScanOrder, cross_merge, cross_scan, default_directions, scan_orders, valid_directions
 
@@ -155,13 +156,14 @@ def cross_selective_scan(
         ys = selective_scan(u, delta, A, Bs, Cs, _fp32(Ds), delta_bias=delta_bias, delta_softplus=delta_softplus,
                             backend=resolved)  # (B, K * D, L)
         y = cross_merge(ys.view(batch, k, dim, length), spatial)  # (B, D, *spatial)
-    if channel_last or out_norm:
+    if out_norm and not channel_last:  # over dim 1 in place, written in x's dtype (no permuted copies)
+        return layer_norm_channel_first(y, out_norm_weight, out_norm_bias, out_norm_eps, backend=resolved,
+                                        out_dtype=x.dtype)
+    if channel_last:
         y = y.movedim(1, -1)  # (B, *spatial, D)
     if out_norm:
         # with force_fp32 the scan's output is float32 while a bf16-cast model's norm weights are bf16
         weight = out_norm_weight.to(y.dtype) if out_norm_weight is not None else None
         bias = out_norm_bias.to(y.dtype) if out_norm_bias is not None else None
         y = F.layer_norm(y, (dim,), weight, bias, out_norm_eps)
-        if not channel_last:
-            y = y.movedim(-1, 1)
     return y.to(x.dtype)

@@ -26,8 +26,13 @@ from ..selective_scan import selective_scan, triton_scan
 
 __all__ = ["cross_scan_2d"]
 
-# internal (source-major) position -> official direction index, per K
-_ORDER = {1: (0,), 2: (0, 1), 4: (0, 2, 1, 3)}
+
+
+def _source_major(t: Tensor) -> Tensor:
+    """(4, ...) per official direction (row, column, reversed row, reversed column) -> (4, ...) in the internal
+    order (row, reversed row, column, reversed column). A transposed view made contiguous: indexing with a list
+    would copy the indices to the GPU and synchronise on every call."""
+    return t.unflatten(0, (2, 2)).transpose(0, 1).flatten(0, 1)
 
 
 @torch.library.custom_op("mambaeye::paired_scan_fwd", mutates_args=())
@@ -110,7 +115,7 @@ def cross_scan_2d(
     """
     batch, dim, height, width = x.shape
     k = x_proj_weight.shape[0]
-    if k not in _ORDER:
+    if k not in (1, 2, 4):
         raise ValueError(f"the fused 2D cross-scan takes K in (1, 2, 4) directions, got {k}")
     length = height * width
     rank, dstate = dt_projs_weight.shape[2], A.shape[1]
@@ -122,11 +127,10 @@ def cross_scan_2d(
     else:
         src = x.reshape(batch, 1, dim, length)
 
-    order = list(_ORDER[k])
-    if order != sorted(order):  # per-direction parameters in the internal (source-major) order
-        x_proj_weight, dt_projs_weight = x_proj_weight[order], dt_projs_weight[order]
-        A = A.view(k, dim, dstate)[order].reshape(k * dim, dstate)
-        Ds, delta_bias = (t.view(k, dim)[order].reshape(k * dim) for t in (Ds, delta_bias))
+    if k == 4:  # per-direction parameters in the internal (source-major) order
+        x_proj_weight, dt_projs_weight = _source_major(x_proj_weight), _source_major(dt_projs_weight)
+        A = _source_major(A.view(k, dim, dstate)).view(k * dim, dstate)
+        Ds, delta_bias = (_source_major(t.view(k, dim)).view(k * dim) for t in (Ds, delta_bias))
     x_dbl = torch.matmul(x_proj_weight.reshape(n_src, -1, dim), src).view(batch, k, -1, length)  # (B, K, R+2N, L)
     dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
     delta = torch.matmul(dt_projs_weight, dts).view(batch, k * dim, length)  # (B, K*D, L), source order

@@ -1,0 +1,141 @@
+"""Triton kernels of :mod:`mambaeye.ops.layer_norm` (imported on first use, so that TRITON_INTERPRET set by a test
+or by the user before the first call still applies).
+
+x is addressed as (B, C, L) with L contiguous and any batch/channel strides. One program owns the whole channel
+column of BLOCK_L consecutive positions of one batch element: a (BLOCK_C, BLOCK_L) tile, BLOCK_C =
+next_power_of_2(C), lanes along L so every channel row is one coalesced load. The reductions over C stay in
+registers, so x is read once and y written once (the backward reads x and dy once and writes dx once).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+MAX_TILE = 8192  # elements of the (BLOCK_C, BLOCK_L) tile before BLOCK_L stops shrinking
+
+
+@triton.jit
+def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, dim, length, n_lblocks, sx_b, sx_c, sy_b, sy_c,
+                   EPS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_STATS: tl.constexpr,
+                   BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
+    """y[b, :, l] = (x[b, :, l] - mean) * rstd * w + b; mean, rstd (B, L) stored when STORE_STATS. EPS is a
+    constexpr so that it stays exact in float64 (a runtime float argument is passed as float32)."""
+    pid = tl.program_id(0)
+    b = (pid // n_lblocks).to(tl.int64)
+    offs_l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_c = tl.arange(0, BLOCK_C)
+    c_mask = offs_c < dim
+    l_mask = offs_l < length
+    mask = c_mask[:, None] & l_mask[None, :]
+    rows = offs_c.to(tl.int64)[:, None]  # channel offsets in int64: a channel stride times C may pass 2**31
+    x = tl.load(x_ptr + b * sx_b + rows * sx_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
+    mean = tl.sum(x, 0) / dim
+    xc = tl.where(mask, x - mean[None, :], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 0) / dim + EPS)
+    y = xc * rstd[None, :]
+    if HAS_WEIGHT:
+        y = y * tl.load(w_ptr + offs_c, mask=c_mask, other=0.0).to(DT)[:, None]
+    if HAS_BIAS:
+        y = y + tl.load(b_ptr + offs_c, mask=c_mask, other=0.0).to(DT)[:, None]
+    tl.store(y_ptr + b * sy_b + rows * sy_c + offs_l[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+    if STORE_STATS:
+        tl.store(mean_ptr + b * length + offs_l, mean, mask=l_mask)
+        tl.store(rstd_ptr + b * length + offs_l, rstd, mask=l_mask)
+
+
+@triton.jit
+def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, dim, length, n_lblocks,
+                   sx_b, sx_c, sdy_b, sdy_c, sdx_b, sdx_c,
+                   HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
+                   DT: tl.constexpr):
+    """dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)) with g = w * dy; row ``pid`` of the (n_programs, C)
+    partial buffers gets this tile's sum over L of dy * xhat (dweight) and of dy (dbias)."""
+    pid = tl.program_id(0)
+    b = (pid // n_lblocks).to(tl.int64)
+    offs_l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_c = tl.arange(0, BLOCK_C)
+    c_mask = offs_c < dim
+    l_mask = offs_l < length
+    mask = c_mask[:, None] & l_mask[None, :]
+    rows = offs_c.to(tl.int64)[:, None]  # channel offsets in int64: a channel stride times C may pass 2**31
+    x = tl.load(x_ptr + b * sx_b + rows * sx_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
+    dy = tl.load(dy_ptr + b * sdy_b + rows * sdy_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
+    mean = tl.load(mean_ptr + b * length + offs_l, mask=l_mask, other=0.0)
+    rstd = tl.load(rstd_ptr + b * length + offs_l, mask=l_mask, other=0.0)
+    xhat = tl.where(mask, (x - mean[None, :]) * rstd[None, :], 0.0)
+    g = dy
+    if HAS_WEIGHT:
+        g = dy * tl.load(w_ptr + offs_c, mask=c_mask, other=0.0).to(DT)[:, None]
+    c1 = tl.sum(g * xhat, 0) / dim
+    c2 = tl.sum(g, 0) / dim
+    dx = (g - xhat * c1[None, :] - c2[None, :]) * rstd[None, :]
+    tl.store(dx_ptr + b * sdx_b + rows * sdx_c + offs_l[None, :], dx.to(dx_ptr.dtype.element_ty),
+             mask=mask)
+    if HAS_WEIGHT:
+        tl.store(dw_ptr + pid * dim + offs_c, tl.sum(dy * xhat, 1), mask=c_mask)
+    if HAS_BIAS:
+        tl.store(db_ptr + pid * dim + offs_c, tl.sum(dy, 1), mask=c_mask)
+
+
+def _compute_dtype(x: Tensor):
+    """Statistics and arithmetic in float32 (float64 for float64 inputs)."""
+    return (torch.float64, tl.float64) if x.dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def _config(dim: int, length: int) -> tuple[int, int, int, int]:
+    """(BLOCK_C, BLOCK_L, n_lblocks, num_warps): BLOCK_L from 128 down to 16 positions as C grows, so the tile
+    holds at most MAX_TILE elements up to C = 512 (C = 1024, 2048: 16 x BLOCK_C, with 16 warps)."""
+    block_c = triton.next_power_of_2(dim)
+    block_l = max(16, min(128, MAX_TILE // block_c))
+    tile = block_c * block_l
+    num_warps = 4 if tile <= 2048 else 8 if tile <= 8192 else 16
+    return block_c, block_l, triton.cdiv(length, block_l), num_warps
+
+
+def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, save_stats: bool,
+                   out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """x (B, C, L) with L contiguous -> (y, mean, rstd): y (B, C, L) in out_dtype (default x's dtype) and, when x is
+    dense, x's layout;
+    mean, rstd (B, L) float32 (float64 for float64 x) when ``save_stats``, else empty (0,) tensors."""
+    batch, dim, length = x.shape
+    acc_dtype, DT = _compute_dtype(x)
+    y = torch.empty_like(x, dtype=out_dtype or x.dtype)
+    stats_shape = (batch, length) if save_stats else (0,)
+    mean = torch.empty(stats_shape, device=x.device, dtype=acc_dtype)
+    rstd = torch.empty(stats_shape, device=x.device, dtype=acc_dtype)
+    block_c, block_l, n_lblocks, num_warps = _config(dim, length)
+    stats = (mean, rstd) if save_stats else (y, y)  # placeholders never written: no pointer into empty tensors
+    _ln_fwd_kernel[(batch * n_lblocks,)](
+        x, weight if weight is not None else x, bias if bias is not None else x, y, *stats, dim, length,
+        n_lblocks, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+        EPS=eps, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, STORE_STATS=save_stats,
+        BLOCK_C=block_c, BLOCK_L=block_l, DT=DT, num_warps=num_warps,
+    )
+    return y, mean, rstd
+
+
+def layer_norm_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
+                   rstd: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(dx in x's dtype and, when x is dense, layout; dweight in weight's dtype or None; dbias in bias's dtype or
+    None). dy (B, C, L) with L contiguous; mean, rstd (B, L) from :func:`layer_norm_fwd`. dweight and dbias are
+    summed over per-program (n_programs, C) partial buffers in float32 (float64): deterministic, no atomics."""
+    batch, dim, length = x.shape
+    acc_dtype, DT = _compute_dtype(x)
+    block_c, block_l, n_lblocks, num_warps = _config(dim, length)
+    n_programs = batch * n_lblocks
+    dx = torch.empty_like(x)
+    dw_part = torch.empty(n_programs, dim, device=x.device, dtype=acc_dtype) if weight is not None else None
+    db_part = torch.empty(n_programs, dim, device=x.device, dtype=acc_dtype) if bias is not None else None
+    _ln_bwd_kernel[(n_programs,)](
+        x, weight if weight is not None else x, dy, mean, rstd, dx,
+        dw_part if dw_part is not None else dx, db_part if db_part is not None else dx, dim, length, n_lblocks,
+        x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1),
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=block_c, BLOCK_L=block_l, DT=DT,
+        num_warps=num_warps,
+    )
+    dw = dw_part.sum(0).to(weight.dtype) if weight is not None else None
+    db = db_part.sum(0).to(bias.dtype) if bias is not None else None
+    return dx, dw, db

@@ -1,0 +1,252 @@
+"""mambaeye.ops.layer_norm: the reference against the formula, the triton kernels (interpreter on CPU) against the
+reference, forward and every gradient, any number of spatial dims, strided (channel-sliced) inputs, mixed dtypes,
+autocast, the custom op's registration and torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mambaeye.ops.layer_norm import _as_bcl, layer_norm_channel_first, layer_norm_channel_first_ref
+from mambaeye.ops.selective_scan import available_backends
+
+# the triton backend on CPU tensors needs Triton's interpreter (tests/conftest.py sets it when CUDA is absent)
+needs_triton = pytest.mark.skipif("triton" not in available_backends("cpu"),
+                                  reason="needs triton under TRITON_INTERPRET=1")
+BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
+
+
+def _close(actual, expected, tol, name=""):
+    """Max error within tol of the reference's scale (gradients through a large rstd are large)."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, name
+    scale = expected.abs().max().item() if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * max(scale, 1.0),
+                               msg=lambda m: f"{name}: {m}")
+
+
+def _params(dim, affine, dtype):
+    w = (torch.randn(dim, dtype=dtype) * 0.5 + 1).requires_grad_(True) if affine == "affine" else None
+    b = torch.randn(dim, dtype=dtype, requires_grad=True) if affine in ("affine", "bias_only") else None
+    return w, b
+
+
+def test_reference_matches_the_formula():
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    w, b = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    mean = x.mean(1, keepdim=True)
+    var = ((x - mean) ** 2).mean(1, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + 1e-6) * w[:, None, None] + b[:, None, None]
+    torch.testing.assert_close(layer_norm_channel_first_ref(x, w, b, 1e-6), y)
+    y16 = layer_norm_channel_first_ref(x.bfloat16(), w.float(), b.float())
+    assert y16.dtype == torch.bfloat16
+
+
+def _sliced(dtype):  # 13 channels read with channel stride 3 * 15: a view the kernel must not copy
+    return torch.randn(2, 40, 3, 5, dtype=dtype)[:, 1:40:3]
+
+
+def _channels_last(dtype):  # spatial dims not contiguous: copied first
+    return torch.randn(2, 6, 4, 5, dtype=dtype).to(memory_format=torch.channels_last)
+
+
+SHAPES = {
+    "B2C5L7": lambda dt: torch.randn(2, 5, 7, dtype=dt),
+    "B2C96_3x5": lambda dt: torch.randn(2, 96, 3, 5, dtype=dt),
+    "B1C33_2x3x4": lambda dt: torch.randn(1, 33, 2, 3, 4, dtype=dt),
+    "C1": lambda dt: torch.randn(3, 1, 10, dtype=dt),
+    "no_spatial": lambda dt: torch.randn(4, 6, dtype=dt),
+    "L300_three_blocks": lambda dt: torch.randn(2, 5, 300, dtype=dt),  # BLOCK_L 128: the last block is partial
+    "channel_sliced": _sliced,
+    "channels_last": _channels_last,
+}
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("affine", ["affine", "bias_only", "none"])
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_triton_matches_reference_with_gradients(case, affine, dtype):
+    x = SHAPES[case](dtype).requires_grad_(True)
+    w, b = _params(x.shape[1], affine, dtype)
+    y = layer_norm_channel_first(x, w, b, eps=1e-5, backend="triton")
+    y_ref = layer_norm_channel_first_ref(x, w, b, eps=1e-5)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    _close(y, y_ref, tol, "y")
+    dy = torch.randn(y.shape, dtype=dtype)
+    params = [t for t in (x, w, b) if t is not None]
+    grads = torch.autograd.grad(y, params, dy)
+    grads_ref = torch.autograd.grad(y_ref, params, dy)
+    for g, g_ref, name in zip(grads, grads_ref, ["x", *(n for n, t in (("w", w), ("b", b)) if t is not None)],
+                              strict=True):
+        _close(g, g_ref, tol * 10, f"d{name}")
+
+
+@needs_triton
+@pytest.mark.parametrize("dim", [1000, 2048])
+def test_triton_wide_channels(dim):
+    """VMamba-B's last stage has 1024 channels: (BLOCK_C 1024/2048, BLOCK_L 16) tiles, L 20 over two blocks."""
+    x = torch.randn(2, dim, 4, 5, requires_grad=True)
+    w, b = _params(dim, "affine", torch.float32)
+    y = layer_norm_channel_first(x, w, b, backend="triton")
+    y_ref = layer_norm_channel_first_ref(x, w, b)
+    _close(y, y_ref, 1e-5, "y")
+    dy = torch.randn(y.shape)
+    for g, g_ref, name in zip(torch.autograd.grad(y, [x, w, b], dy), torch.autograd.grad(y_ref, [x, w, b], dy),
+                              ["dx", "dw", "db"], strict=True):
+        _close(g, g_ref, 1e-4, name)
+
+
+@needs_triton
+def test_triton_reads_channel_slices_in_place_and_copies_channels_last():
+    x = _sliced(torch.float32)
+    assert _as_bcl(x).data_ptr() == x.data_ptr() and _as_bcl(x).stride()[:2] == x.stride()[:2]
+    xl = _channels_last(torch.float32)
+    assert _as_bcl(xl).data_ptr() != xl.data_ptr() and _as_bcl(xl).stride(-1) == 1
+    y = layer_norm_channel_first(x, backend="triton")
+    assert y.shape == x.shape and y.stride(-1) == 1
+
+
+@needs_triton
+def test_triton_forward_without_grad_and_summed_backward():
+    """No input requires grad: the statistics are not stored; y.sum() sends a stride-0 (expanded) dy."""
+    x, w, b = torch.randn(2, 7, 3, 3), torch.randn(7), torch.randn(7)
+    with torch.no_grad():
+        _close(layer_norm_channel_first(x, w, b, backend="triton"), layer_norm_channel_first_ref(x, w, b), 1e-5)
+    x.requires_grad_(True)
+    (dx,) = torch.autograd.grad(layer_norm_channel_first(x, w, b, backend="triton").sum(), [x])
+    (dx_ref,) = torch.autograd.grad(layer_norm_channel_first_ref(x, w, b).sum(), [x])
+    _close(dx, dx_ref, 1e-4, "dx")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_fp64(backend):
+    x = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: layer_norm_channel_first(x, w, b, backend=backend), (x, w, b))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_input_with_fp32_params_stays_half(backend, dtype):
+    x = torch.randn(2, 24, 4, 5).to(dtype).requires_grad_(True)
+    w = (torch.randn(24) * 0.5 + 1).requires_grad_(True)
+    b = torch.randn(24, requires_grad=True)
+    y = layer_norm_channel_first(x, w, b, backend=backend)
+    assert y.dtype == dtype
+    x32 = x.detach().float().requires_grad_(True)
+    y_ref = layer_norm_channel_first_ref(x32, w, b)
+    _close(y.float(), y_ref, 1e-2, "y")
+    dy = torch.randn(y.shape)
+    dx, dw, db = torch.autograd.grad(y, [x, w, b], dy.to(dtype))
+    dx_ref, dw_ref, db_ref = torch.autograd.grad(y_ref, [x32, w, b], dy.to(dtype).float())
+    assert (dx.dtype, dw.dtype, db.dtype) == (dtype, torch.float32, torch.float32)
+    _close(dx.float(), dx_ref, 1e-2, "dx")
+    _close(dw, dw_ref, 1e-2, "dw")
+    _close(db, db_ref, 1e-2, "db")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_autocast_keeps_the_input_dtype(backend):
+    w, b = torch.randn(8), torch.randn(8)
+    x = torch.randn(2, 8, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y32 = layer_norm_channel_first(x, w, b, backend=backend)
+        y16 = layer_norm_channel_first(x.bfloat16(), w, b, backend=backend)
+    assert (y32.dtype, y16.dtype) == (torch.float32, torch.bfloat16)
+    _close(y32, layer_norm_channel_first_ref(x, w, b), 1e-5, "fp32 under autocast")
+    _close(y16.float(), layer_norm_channel_first_ref(x.bfloat16().float(), w, b), 1e-2, "bf16 under autocast")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_out_dtype(backend):
+    """bf16 x with out_dtype float32 is F.layer_norm under autocast; float32 x with out_dtype bf16 rounds once."""
+    w, b = torch.randn(6), torch.randn(6)
+    x = torch.randn(2, 6, 5, requires_grad=True)
+    y = layer_norm_channel_first(x.bfloat16(), w, b, backend=backend, out_dtype=torch.float32)
+    assert y.dtype == torch.float32
+    _close(y, layer_norm_channel_first_ref(x.detach().bfloat16().float(), w, b), 1e-5, "bf16 -> fp32")
+    y16 = layer_norm_channel_first(x, w, b, backend=backend, out_dtype=torch.bfloat16)
+    assert y16.dtype == torch.bfloat16
+    _close(y16.float(), layer_norm_channel_first_ref(x.detach(), w, b), 1e-2, "fp32 -> bf16")
+    (dx,) = torch.autograd.grad(y16.float().sum(), [x])
+    assert dx.dtype == torch.float32 and torch.isfinite(dx).all()
+    with pytest.raises(TypeError, match="out_dtype must be"):
+        layer_norm_channel_first(x, w, b, backend=backend, out_dtype=torch.int32)
+
+
+def test_auto_backend_on_cpu_is_the_reference():
+    x, w, b = torch.randn(2, 5, 6), torch.randn(5), torch.randn(5)
+    assert torch.equal(layer_norm_channel_first(x, w, b), layer_norm_channel_first_ref(x, w, b))
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(x=torch.randn(5)), ValueError, r"expected \(B, C, \*spatial\), got shape \(5,\)"),
+    (dict(x=torch.randint(0, 3, (2, 3, 4))), TypeError, "x must be float64, float32, float16 or bfloat16"),
+    (dict(weight=torch.randn(4)), ValueError, r"weight must be \(3,\) for x with 3 channels, got \(4,\)"),
+    (dict(bias=torch.randn(3, 1)), ValueError, r"bias must be \(3,\)"),
+    (dict(weight=torch.ones(3, dtype=torch.int32)), TypeError, "weight must be float64, float32"),
+    (dict(bias=torch.randn(3, device="meta")), ValueError, "bias is on meta but x is on cpu"),
+    (dict(backend="cuda"), ValueError, "backend must be one of .* got 'cuda'"),
+])
+def test_bad_arguments_name_the_problem(kwargs, error, match):
+    args = dict(x=torch.randn(2, 3, 4), weight=torch.randn(3), bias=torch.randn(3))
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        layer_norm_channel_first(**args)
+
+
+@needs_triton
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "none"])
+def test_custom_ops_pass_opcheck(affine):
+    from mambaeye.ops.layer_norm import _ln_bwd, _ln_fwd
+
+    x = torch.randn(2, 5, 6, requires_grad=True)
+    w, b = (torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)) if affine else (None, None)
+    torch.library.opcheck(_ln_fwd, (x, w, b, 1e-5, True, torch.float32))
+    # the backward op itself has no autograd formula (no double backward): its inputs do not require grad
+    x, w, b = (t.detach() if t is not None else None for t in (x, w, b))
+    _, mean, rstd = _ln_fwd(x, w, b, 1e-5, True, torch.float32)
+    torch.library.opcheck(_ln_bwd, (torch.randn(2, 5, 6), x, w, b, mean, rstd))
+
+
+@needs_triton
+def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
+    """Eager calls go through an autograd.Function; torch.compile traces the registered custom op instead."""
+    x = torch.randn(2, 6, 3, 4, requires_grad=True)
+    w, b = torch.randn(6, requires_grad=True), torch.randn(6, requires_grad=True)
+
+    def fn(x, w, b):
+        return layer_norm_channel_first(x[:, 1:], w[1:], b[1:], backend="triton")
+
+    ref = fn(x, w, b)
+    grads_ref = torch.autograd.grad(ref.square().sum(), [x, w, b])
+    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, w, b)
+    grads = torch.autograd.grad(out.square().sum(), [x, w, b])
+    torch.testing.assert_close(out, ref)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("shape", [(128, 96, 56, 56), (128, 768, 7, 7)], ids=["vmamba_t_stage1", "vmamba_t_stage4"])
+def test_triton_gpu_bf16_against_fp32(shape):
+    """VMamba-T's first and last stage activations in bf16 with fp32 parameters against the fp32 reference."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    dim = shape[1]
+    x = torch.randn(shape, device="cuda", generator=gen).bfloat16().requires_grad_(True)
+    w = (torch.randn(dim, device="cuda", generator=gen) * 0.5 + 1).requires_grad_(True)
+    b = torch.randn(dim, device="cuda", generator=gen, requires_grad=True)
+    y = layer_norm_channel_first(x, w, b)
+    assert y.dtype == torch.bfloat16
+    leaves = [x.detach().float().requires_grad_(True), w.detach().clone().requires_grad_(True),
+              b.detach().clone().requires_grad_(True)]
+    y_ref = layer_norm_channel_first_ref(*leaves)
+    torch.testing.assert_close(y.float(), y_ref, rtol=1e-2, atol=2e-2)
+    dy = torch.randn(shape, device="cuda", generator=gen).bfloat16()
+    grads = torch.autograd.grad(y, [x, w, b], dy)
+    grads_ref = torch.autograd.grad(y_ref, leaves, dy.float())
+    for g, g_ref, name in zip(grads, grads_ref, ["dx", "dw", "db"], strict=True):
+        err = ((g.float() - g_ref).norm() / g_ref.norm()).item()
+        assert err < 1e-2, f"{name}: relative error {err}"
