@@ -49,14 +49,20 @@ from torch import Tensor, nn
 from ..ops.cross_scan import cross_selective_scan, default_directions, valid_directions
 from .mamba import _fp32_param, _resolve_dt_rank, check_ssm_args, dt_bias_init, s4d_real_A_log
 
-__all__ = ["SS2D", "SS3D"]
+__all__ = ["SS2D", "SS3D", "pointwise_linear"]
 
 
-def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """A Linear applied over dim 1 of a channel-first map: (B, C_in, *S) -> (B, C_out, *S)."""
-    spatial_dims = x.dim() - 2
-    conv = F.conv2d if spatial_dims == 2 else F.conv3d
-    return conv(x, weight.view(*weight.shape, *(1,) * spatial_dims), bias)
+def pointwise_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """nn.Linear over dim 1 of a channel-first map: x (B, C_in, *S), weight (C_out, C_in) -> (B, C_out, *S).
+
+    One batched GEMM on the (B, C_in, L) view, so the map stays in its (B, C, *S) layout; a 1x1 convolution
+    instead makes cuDNN convert NCHW to NHWC and back around every call (benchmarks/NOTES.md).
+    """
+    batch, channels, *spatial = x.shape
+    x3 = x.reshape(batch, channels, -1)
+    w = weight.expand(batch, *weight.shape)
+    y = torch.bmm(w, x3) if bias is None else torch.baddbmm(bias.view(1, -1, 1), w, x3)
+    return y.view(batch, -1, *spatial)
 
 
 class SS2D(nn.Module):
@@ -182,7 +188,7 @@ class SS2D(nn.Module):
         """x: (B, *spatial, C), or (B, C, *spatial) with channel_first -> same shape."""
         self._check_input(x)
         if self.channel_first:
-            xz = _pointwise(x, self.in_proj.weight, self.in_proj.bias)  # (B, Di[*2], *S)
+            xz = pointwise_linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, Di[*2], *S)
             z = None
             if self.with_z:
                 x, z = xz.chunk(2, dim=1)
@@ -212,7 +218,7 @@ class SS2D(nn.Module):
         if z is not None:
             y = y * z
         if self.channel_first:
-            out = _pointwise(y, self.out_proj.weight, self.out_proj.bias)
+            out = pointwise_linear(y, self.out_proj.weight, self.out_proj.bias)
         else:
             out = self.out_proj(y)
         return self.dropout(out)

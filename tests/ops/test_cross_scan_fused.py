@@ -113,3 +113,20 @@ def test_fused_ss2d_layer_gpu_bf16(v0):
     assert rel_err(outs[1], outs[0]) < 1e-2
     for g_fused, g_ref in zip(grads[1], grads[0], strict=True):
         assert rel_err(g_fused, g_ref) < 2e-2
+
+
+@needs_triton_cpu
+def test_paired_scan_custom_op_passes_opcheck():
+    """The registered op (what torch.compile traces) against its fake implementation and autograd formula."""
+    from mambaeye.ops.cross_scan.fused import _fwd
+
+    batch, pairs, dim, length, dstate = 2, 2, 4, 11, 2
+    groups = 2 * pairs
+    u = torch.randn(batch, pairs * dim, length, dtype=torch.float64, requires_grad=True)
+    delta = torch.randn(batch, groups * dim, length, dtype=torch.float64, requires_grad=True)
+    A = -torch.rand(groups * dim, dstate, dtype=torch.float64).add(0.5).requires_grad_()
+    B = torch.randn(batch, groups, dstate, length, dtype=torch.float64, requires_grad=True)
+    C = torch.randn(batch, groups, dstate, length, dtype=torch.float64, requires_grad=True)
+    D = torch.randn(groups * dim, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(groups * dim, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(_fwd, (u, delta, A, B, C, D, bias, True, True))

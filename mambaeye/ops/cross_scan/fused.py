@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..selective_scan import selective_scan, triton_scan
+from ..selective_scan import _through_custom_op, selective_scan, triton_scan
 
 __all__ = ["cross_scan_2d"]
 
@@ -35,15 +35,28 @@ def _source_major(t: Tensor) -> Tensor:
     return t.unflatten(0, (2, 2)).transpose(0, 1).flatten(0, 1)
 
 
+def _fwd_impl(u, delta, A, B, C, D, delta_bias, delta_softplus, save_states):
+    out, _, states = triton_scan.selective_scan_fwd(
+        u, delta, A, B, C, D, None, delta_bias, delta_softplus, save_states, paired=True
+    )
+    return out, states
+
+
+def _bwd_impl(dout, u, delta, A, B, C, D, delta_bias, delta_softplus, states):
+    du_k, ddelta, dA, dB, dC, dD, _, dbias = triton_scan.selective_scan_bwd(
+        dout, None, u, delta, A, B, C, D, None, delta_bias, delta_softplus, states, paired=True
+    )
+    batch, dim, length = u.shape
+    du = du_k.view(batch, dim // (delta.shape[1] // B.shape[1]), 2, -1, length).sum(2).view_as(u)
+    return du, ddelta, dA, dB, dC, dD, dbias
+
+
 @torch.library.custom_op("mambaeye::paired_scan_fwd", mutates_args=())
 def _fwd(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
     delta_softplus: bool, save_states: bool,
 ) -> tuple[Tensor, Tensor]:
-    out, _, states = triton_scan.selective_scan_fwd(
-        u, delta, A, B, C, D, None, delta_bias, delta_softplus, save_states, paired=True
-    )
-    return out, states
+    return _fwd_impl(u, delta, A, B, C, D, delta_bias, delta_softplus, save_states)
 
 
 @_fwd.register_fake
@@ -60,12 +73,7 @@ def _bwd(
     dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
     delta_softplus: bool, states: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    du_k, ddelta, dA, dB, dC, dD, _, dbias = triton_scan.selective_scan_bwd(
-        dout, None, u, delta, A, B, C, D, None, delta_bias, delta_softplus, states, paired=True
-    )
-    batch, dim, length = u.shape
-    du = du_k.view(batch, dim // (delta.shape[1] // B.shape[1]), 2, -1, length).sum(2).view_as(u)
-    return du, ddelta, dA, dB, dC, dD, dbias
+    return _bwd_impl(dout, u, delta, A, B, C, D, delta_bias, delta_softplus, states)
 
 
 @_bwd.register_fake
@@ -79,15 +87,31 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, output[1])
 
 
-def _backward(ctx, dout, _dstates):
+def _backward(ctx, dout, _dstates, bwd=None):
+    """``bwd``: the custom op (what torch.compile traces) or :func:`_bwd_impl` (eager)."""
     u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
     if states.numel() == 0:
         raise RuntimeError("paired scan: the forward ran without saving its states (no input required grad)")
-    grads = _bwd(dout.contiguous(), u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, states)
+    grads = (bwd or _bwd)(dout.contiguous(), u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, states)
     return (*grads, None, None)
 
 
 _fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _PairedScanFunction(torch.autograd.Function):
+    """The eager path (no dispatcher cost per call), as selective_scan's _ScanFunction."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _fwd_impl(*inputs)
+        _setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1])
+        return output
+
+    @staticmethod
+    def backward(ctx, dout, dstates):
+        return _backward(ctx, dout, dstates, bwd=_bwd_impl)
 
 
 def _paired_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
@@ -99,7 +123,8 @@ def _paired_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: T
     u, delta = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta))
     A, D, delta_bias = (t.contiguous() for t in (A, D, delta_bias))
     save_states = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    out, _ = _fwd(u, delta, A, B, C, D, delta_bias, bool(delta_softplus), save_states)
+    scan = _fwd if _through_custom_op(u) else _PairedScanFunction.apply
+    out, _ = scan(u, delta, A, B, C, D, delta_bias, bool(delta_softplus), save_states)
     return out
 
 
