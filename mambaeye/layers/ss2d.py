@@ -49,20 +49,18 @@ from torch import Tensor, nn
 from ..ops.cross_scan import cross_selective_scan, default_directions, valid_directions
 from .mamba import _fp32_param, _resolve_dt_rank, check_ssm_args, dt_bias_init, s4d_real_A_log
 
-__all__ = ["SS2D", "SS3D", "pointwise_linear"]
+__all__ = ["SS2D", "SS3D"]
 
 
-def pointwise_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """nn.Linear over dim 1 of a channel-first map: x (B, C_in, *S), weight (C_out, C_in) -> (B, C_out, *S).
+def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """A Linear applied over dim 1 of a channel-first map: (B, C_in, *S) -> (B, C_out, *S), as a 1x1 conv.
 
-    One batched GEMM on the (B, C_in, L) view, so the map stays in its (B, C, *S) layout; a 1x1 convolution
-    instead makes cuDNN convert NCHW to NHWC and back around every call (benchmarks/NOTES.md).
-    """
-    batch, channels, *spatial = x.shape
-    x3 = x.reshape(batch, channels, -1)
-    w = weight.expand(batch, *weight.shape)
-    y = torch.bmm(w, x3) if bias is None else torch.baddbmm(bias.view(1, -1, 1), w, x3)
-    return y.view(batch, -1, *spatial)
+    cuDNN converts NCHW to NHWC and back around it, yet this beat B batched GEMMs on the (B, C, L) view on an H100
+    (VMamba-T inference 28 vs 36 ms of GPU time a step: the GEMMs with L = 49 or a stride-0 weight batch pick slow
+    kernels; benchmarks/NOTES.md)."""
+    spatial_dims = x.dim() - 2
+    conv = F.conv2d if spatial_dims == 2 else F.conv3d
+    return conv(x, weight.view(*weight.shape, *(1,) * spatial_dims), bias)
 
 
 class SS2D(nn.Module):
@@ -188,7 +186,7 @@ class SS2D(nn.Module):
         """x: (B, *spatial, C), or (B, C, *spatial) with channel_first -> same shape."""
         self._check_input(x)
         if self.channel_first:
-            xz = pointwise_linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, Di[*2], *S)
+            xz = _pointwise(x, self.in_proj.weight, self.in_proj.bias)  # (B, Di[*2], *S)
             z = None
             if self.with_z:
                 x, z = xz.chunk(2, dim=1)
@@ -218,7 +216,7 @@ class SS2D(nn.Module):
         if z is not None:
             y = y * z
         if self.channel_first:
-            out = pointwise_linear(y, self.out_proj.weight, self.out_proj.bias)
+            out = _pointwise(y, self.out_proj.weight, self.out_proj.bias)
         else:
             out = self.out_proj(y)
         return self.dropout(out)

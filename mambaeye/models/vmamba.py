@@ -32,7 +32,6 @@ from torch import Tensor, nn
 
 from ..convert.vmamba import is_vmamba_state_dict, vmamba_from_official, vmamba_version
 from ..layers import SS2D
-from ..layers.ss2d import pointwise_linear
 from ..ops.layer_norm import layer_norm_channel_first
 from ._builder import adapt_input_conv, build_model, fit_classifier
 from ._features import resolve_indices
@@ -69,10 +68,10 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class Linear2d(nn.Linear):
-    """nn.Linear over the channels of a (B, C, H, W) map, in place (:func:`mambaeye.layers.ss2d.pointwise_linear`)."""
+    """nn.Linear over the channels of a (B, C, H, W) map (a 1x1 conv with a Linear's weight shape and init)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return pointwise_linear(x, self.weight, self.bias)
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
 
 
 class Permute(nn.Module):
