@@ -51,28 +51,25 @@ def _make_module(model_name: str, size, batch: int):
 def make_step(name: str, compile_mode: str | None = None):
     model_name, size, batch, train = CASES[name]
     model, x = _make_module(model_name, size, batch)
+    model.train(train)
+    # inference times the models' forward_features (no head); the SS2D layer and training the whole forward
+    forward = model.forward_features if model_name != "ss2d" and not train else model.forward
     if compile_mode:
-        model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
-    if model_name == "ss2d":
-        def step():
-            with torch.autocast("cuda", torch.bfloat16), torch.set_grad_enabled(train):
-                y = model(x)
-            if train:
-                y.backward(torch.ones_like(y))
-    elif train:
-        model.train()
-        target = torch.randint(0, 1000, (batch,), device="cuda")
+        forward = torch.compile(forward, mode=None if compile_mode == "default" else compile_mode)
+    graphs = compile_mode == "reduce-overhead"  # CUDA graphs: each step must be marked (outputs are reused)
+    target = torch.randint(0, 1000, (batch,), device="cuda")
 
-        def step():
-            with torch.autocast("cuda", torch.bfloat16):
-                loss = F.cross_entropy(model(x).float(), target)
-            loss.backward()
-    else:
-        model.eval()
-
-        def step():
-            with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
-                model.forward_features(x)
+    def step():
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.autocast("cuda", torch.bfloat16), torch.set_grad_enabled(train):
+            y = forward(x)
+            if train and model_name != "ss2d":
+                y = F.cross_entropy(y.float(), target)
+        if train:
+            y.backward(torch.ones_like(y) if model_name == "ss2d" else None)
+            for p in model.parameters():  # no accumulation into a previous step's (CUDA-graph-owned) gradients
+                p.grad = None
     return step, batch
 
 

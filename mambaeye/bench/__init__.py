@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ._common import DTYPES, Context, Suite, SuiteResult, card_name, slug, write_outputs
+from ._common import COMPILE_MODES, DTYPES, Context, Suite, SuiteResult, card_name, slug, write_outputs
 
 SUITES: dict[str, Suite] = {}
 
@@ -50,6 +50,10 @@ def _common_arguments(p: argparse.ArgumentParser) -> None:
                    help="compute dtypes (bf16/fp16 through autocast; default: the suite's GPU dtypes, fp32 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls before timing (default 10 GPU, 1 CPU)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls, median taken (default 30 GPU, 3 CPU)")
+    p.add_argument("--compile", default=None, choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile every model (ours and the baselines alike) with this mode before timing "
+                        f"({', '.join(COMPILE_MODES)}; reduce-overhead adds CUDA graphs); default: eager. Used by "
+                        "the vim-vs-deit and vmamba suites")
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -77,7 +81,8 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
     out = Path(args.out) if args.out else Path("benchmarks") / "results" / slug(card_name(device))
     ctx = Context(suite=suite.name, device=device, dtypes=list(dtypes), toy=toy, out_dir=out,
                   warmup=args.warmup if args.warmup is not None else (10 if on_gpu else 1),
-                  repeats=args.repeats if args.repeats is not None else (30 if on_gpu else 3), command=command)
+                  repeats=args.repeats if args.repeats is not None else (30 if on_gpu else 3), command=command,
+                  compile_mode=getattr(args, "compile", None))
     result = suite.run(ctx, args)
     paths = write_outputs(ctx, result)
     print(result.markdown)

@@ -57,6 +57,9 @@ def environment(device: str, command: str | None = None) -> dict[str, Any]:
     )
 
 
+COMPILE_MODES = ["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
+
+
 @dataclass
 class Context:
     """Everything a suite needs to know about the run."""
@@ -69,6 +72,7 @@ class Context:
     warmup: int
     repeats: int
     command: str | None = None
+    compile_mode: str | None = None  # torch.compile mode for the model suites (vim-vs-deit, vmamba); None: eager
     env: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -170,6 +174,7 @@ def env_header(ctx: Context, title: str) -> str:
             f"mambaeye {v['mambaeye']}; dtypes {', '.join(ctx.dtypes)}; TF32 matmul {tf32['matmul']}, cudnn "
             f"{tf32['cudnn']}; warm-up {ctx.warmup}, median of {ctx.repeats} "
             f"({'CUDA events' if ctx.device == 'cuda' else 'perf_counter'})"
+            + (f"; every model torch.compile(mode={ctx.compile_mode!r})" if ctx.compile_mode else "")
             + ("; **toy sizes** (reduced models and inputs: checks that the suite runs, not the papers' numbers)"
                if ctx.toy else "") + "\n")
 
@@ -218,7 +223,7 @@ def write_outputs(ctx: Context, result: SuiteResult) -> dict[str, Path | None]:
     paths["md"] = ctx.out_dir / f"{ctx.suite}.md"
     paths["md"].write_text(md)
     paths["json"] = ctx.out_dir / f"{ctx.suite}.json"
-    record = dict(suite=ctx.suite, **ctx.env, dtypes=ctx.dtypes, toy=ctx.toy, warmup=ctx.warmup,
-                  repeats=ctx.repeats, **result.extra, rows=result.rows)
+    record = dict(suite=ctx.suite, **ctx.env, dtypes=ctx.dtypes, toy=ctx.toy, compile_mode=ctx.compile_mode,
+                  warmup=ctx.warmup, repeats=ctx.repeats, **result.extra, rows=result.rows)
     paths["json"].write_text(json.dumps(record, indent=2, default=str))
     return paths

@@ -100,6 +100,23 @@ def test_vmamba_suite(tmp_path):
     assert any("inference 64² -> 96²" in v and "ConvNeXt-T" in v for v in verdicts)
 
 
+def test_compile_option_compiles_every_model(tmp_path, monkeypatch):
+    """--compile MODE wraps each timed function (ours and the baselines) in torch.compile with that mode, and the
+    results say so. torch.compile is stubbed out: compiling real models takes minutes on a CPU."""
+    calls = []
+
+    def fake_compile(fn, mode=None):
+        calls.append((getattr(fn, "__self__", fn).__class__.__name__, getattr(fn, "__name__", "module"), mode))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    record, md = _run("vmamba", tmp_path, "--compile", "reduce-overhead", "--no-train", "--sizes", "64")
+    assert "torch.compile(mode='reduce-overhead')" in md
+    assert {name for name, _, _ in calls} == {"VSSM", "SwinTransformer", "ConvNeXt"}
+    assert all(fn == "forward_features" and mode == "reduce-overhead" for _, fn, mode in calls)
+    assert len(calls) == len(record["rows"]) and record["compile_mode"] == "reduce-overhead"
+
+
 def test_erf_suite(tmp_path):
     record, md = _run("erf", tmp_path)
     rows = record["rows"]
