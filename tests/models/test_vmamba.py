@@ -102,6 +102,23 @@ def test_layer_norm_2d():
     torch.testing.assert_close(norm(x), F.layer_norm(x.permute(0, 2, 3, 1), (5,)).permute(0, 3, 1, 2))
 
 
+def test_layer_norm_2d_output_dtype_under_autocast():
+    """Pre-norms hand the autocast dtype to their matmul; the stem/downsample norms keep float32 (the official
+    model's residual stream under autocast), like F.layer_norm does."""
+    x = torch.randn(2, 5, 3, 4).bfloat16()
+    ref = F.layer_norm(x.float().permute(0, 2, 3, 1), (5,)).permute(0, 3, 1, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pre, residual = LayerNorm2d(5)(x), LayerNorm2d(5, autocast_output=False)(x)
+    assert (pre.dtype, residual.dtype) == (torch.bfloat16, torch.float32)
+    torch.testing.assert_close(residual, ref)
+    torch.testing.assert_close(pre.float(), ref, atol=2e-2, rtol=2e-2)
+    assert LayerNorm2d(5)(x.float()).dtype == torch.float32  # no autocast: x's dtype
+    model = create_model("vmamba_tiny", depths=(1, 1, 1, 1))
+    assert model.patch_embed[-1].autocast_output is False
+    assert model.layers[0].downsample[-1].autocast_output is False
+    assert model.layers[0].blocks[0].norm.autocast_output is True
+
+
 def test_official_initialisation():
     model = create_model("vmamba_tiny", depths=(1, 1, 2, 1))
     fc1 = model.layers[2].blocks[1].mlp.fc1
