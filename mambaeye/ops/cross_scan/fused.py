@@ -13,8 +13,8 @@ by W elements per step: 2x slower than the reference at 56x56 on an H100, benchm
 Internally the directions are source-major - (row, reversed row, column, reversed column), i.e. the official
 directions (0, 2, 1, 3) - so the per-direction weights are re-ordered (small tensors) and the projections of
 each source are one broadcast matmul. The merge sums each pair in its source's order and adds the column
-source back transposed. Against the reference this writes one copy of x instead of K (none for K <= 2) and
-no re-ordered outputs.
+source back transposed; both layout moves (the column-major copy, the merge) are tiled kernels (:mod:`.grid`).
+Against the reference this writes one copy of x instead of K (none for K <= 2) and no re-ordered outputs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..selective_scan import _through_custom_op, selective_scan, triton_scan
+from .grid import gather, spread
 
 __all__ = ["cross_scan_2d"]
 
@@ -146,9 +147,7 @@ def cross_scan_2d(
     rank, dstate = dt_projs_weight.shape[2], A.shape[1]
     n_src = 2 if k == 4 else 1
     if n_src == 2:  # (B, 2, D, L): the grid row-major, then column-major
-        src = x.new_empty(batch, 2, dim, length)
-        src[:, 0].copy_(x.reshape(batch, dim, length))
-        src[:, 1].view(batch, dim, width, height).copy_(x.transpose(2, 3))
+        src = spread(x, 2, 1).view(batch, 2, dim, length)
     else:
         src = x.reshape(batch, 1, dim, length)
 
@@ -167,9 +166,5 @@ def cross_scan_2d(
     if k == 1:
         return selective_scan(u, delta, A, Bs, Cs, Ds, delta_bias=delta_bias, delta_softplus=delta_softplus,
                               backend="triton").view(batch, dim, height, width)
-    out = _paired_scan(u, delta, A, Bs, Cs, Ds, delta_bias, delta_softplus)
-    per_source = out.view(batch, n_src, 2, dim, length).sum(2)  # (B, S, D, L): each pair, in its source's order
-    y = per_source[:, 0].view(batch, dim, height, width)
-    if n_src == 2:
-        y = y + per_source[:, 1].view(batch, dim, width, height).transpose(2, 3)
-    return y
+    out = _paired_scan(u, delta, A, Bs, Cs, Ds, delta_bias, delta_softplus)  # (B, K*D, L), source order
+    return gather(out.view(batch, n_src, 2, dim, length), height, width)  # each pair summed, back on the grid

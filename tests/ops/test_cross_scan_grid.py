@@ -1,0 +1,85 @@
+"""The fused cross-scan's tiled layout moves (mambaeye.ops.cross_scan.grid) against their PyTorch definitions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mambaeye.ops import available_backends
+
+pytestmark = pytest.mark.skipif("triton" not in available_backends("cpu"),
+                                reason="needs triton and its interpreter (TRITON_INTERPRET=1, set without a GPU)")
+
+SHAPES = [(2, 3, 5, 7), (1, 1, 33, 40)]  # one tile, several with ragged edges, H > W
+
+
+def _spread_ref(x, sources, copies):
+    batch, dim, height, width = x.shape
+    layouts = [x.reshape(batch, dim, -1), x.transpose(2, 3).reshape(batch, dim, -1)][:sources]
+    return torch.stack(layouts, 1)[:, :, None].expand(-1, -1, copies, -1, -1)
+
+
+def _gather_ref(s, height, width):
+    batch, _, _, dim, _ = s.shape
+    y = s[:, 0].sum(1).view(batch, dim, height, width)
+    if s.shape[1] == 2:
+        y = y + s[:, 1].sum(1).view(batch, dim, width, height).transpose(2, 3)
+    return y
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("sources,copies", [(1, 1), (1, 2), (2, 1), (2, 2)])
+def test_spread_and_gather_match_the_definitions(shape, sources, copies):
+    from mambaeye.ops.cross_scan.grid import gather, spread
+
+    x = torch.randn(shape, dtype=torch.float64)
+    assert torch.equal(spread(x, sources, copies), _spread_ref(x, sources, copies))
+    s = torch.randn(shape[0], sources, copies, shape[1], shape[2] * shape[3], dtype=torch.float64)
+    torch.testing.assert_close(gather(s, shape[2], shape[3]), _gather_ref(s, shape[2], shape[3]))
+
+
+def test_each_is_the_others_backward_and_bf16_sums_in_fp32():
+    from mambaeye.ops.cross_scan.grid import gather, spread
+
+    x = torch.randn(1, 2, 33, 40, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(1, 2, 2, 2, 33 * 40, dtype=torch.float64, requires_grad=True)
+    # adjoint pair: <spread(x), s> = <x, gather(s)>, and autograd's gradients are the adjoint moves
+    torch.testing.assert_close((spread(x, 2, 2) * s).sum(), (x * gather(s, 33, 40)).sum())
+    (gx,) = torch.autograd.grad((spread(x, 2, 2) * s.detach()).sum(), [x])
+    torch.testing.assert_close(gx, _gather_ref(s.detach(), 33, 40))
+    (gs,) = torch.autograd.grad((gather(s, 33, 40) * x.detach()).sum(), [s])
+    torch.testing.assert_close(gs, _spread_ref(x.detach(), 2, 2))
+    tiny = torch.randn(1, 1, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: spread(t, 2, 2), (tiny,))
+    sb = torch.randn(1, 2, 2, 3, 35, dtype=torch.bfloat16)
+    y = gather(sb, 5, 7)
+    assert y.dtype == torch.bfloat16
+    # summed in fp32 (exact for these few bf16 terms) and converted once: within one bf16 ulp of the exact sum
+    # (Triton's CPU interpreter truncates where the GPU rounds to nearest)
+    torch.testing.assert_close(y.double(), _gather_ref(sb.double(), 5, 7), rtol=2 ** -7, atol=1e-6)
+
+
+def test_custom_ops_pass_opcheck_and_bad_shapes_are_named():
+    from mambaeye.ops.cross_scan.grid import _gather_op, _spread_op, gather, spread
+
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(_spread_op, (x, 2, 2))
+    torch.library.opcheck(_gather_op, (torch.randn(2, 2, 2, 3, 35, dtype=torch.float64, requires_grad=True), 5, 7))
+    with pytest.raises(ValueError, match=r"must have shape \(B, D, H, W\)"):
+        spread(torch.randn(2, 3, 35), 2, 1)
+    with pytest.raises(ValueError, match="sources and copies must be 1 or 2"):
+        spread(x, 3, 1)
+    with pytest.raises(ValueError, match=r"H\*W=36"):
+        gather(torch.randn(2, 2, 2, 3, 35), 6, 6)
+
+
+@pytest.mark.gpu
+def test_spread_and_gather_on_the_gpu_at_vmamba_sizes():
+    from mambaeye.ops.cross_scan.grid import gather, spread
+
+    for shape in [(8, 96, 56, 56), (16, 384, 14, 14), (2, 8, 7, 9)]:
+        x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+        assert torch.equal(spread(x, 2, 2), _spread_ref(x, 2, 2))
+        s = torch.randn(shape[0], 2, 2, shape[1], shape[2] * shape[3], device="cuda", dtype=torch.bfloat16)
+        torch.testing.assert_close(gather(s, shape[2], shape[3]).double(), _gather_ref(s.double(), *shape[2:]),
+                                   rtol=2 ** -8, atol=1e-6)
