@@ -33,11 +33,11 @@ TILE = 32
 @triton.jit
 def _gather_kernel(s_ptr, y_ptr, dim, H, W, n_tw, S: tl.constexpr, R: tl.constexpr, DT: tl.constexpr,
                    TILE: tl.constexpr):
-    bd = tl.program_id(1).to(tl.int64)  # b * dim + d
+    bd = tl.program_id(0).to(tl.int64)  # b * dim + d (axis 0: up to 2^31 - 1 programs; axes 1 and 2: 65535)
     b, d = bd // dim, bd % dim
     length = H * W
-    offs_i = (tl.program_id(0) // n_tw) * TILE + tl.arange(0, TILE)
-    offs_j = (tl.program_id(0) % n_tw) * TILE + tl.arange(0, TILE)
+    offs_i = (tl.program_id(1) // n_tw) * TILE + tl.arange(0, TILE)
+    offs_j = (tl.program_id(1) % n_tw) * TILE + tl.arange(0, TILE)
     mask = (offs_i[:, None] < H) & (offs_j[None, :] < W)  # (TILE_i, TILE_j)
     row = offs_i[:, None] * W + offs_j[None, :]
     acc = tl.zeros((TILE, TILE), dtype=DT)
@@ -57,11 +57,11 @@ def _gather_kernel(s_ptr, y_ptr, dim, H, W, n_tw, S: tl.constexpr, R: tl.constex
 
 @triton.jit
 def _spread_kernel(x_ptr, s_ptr, dim, H, W, n_tw, S: tl.constexpr, R: tl.constexpr, TILE: tl.constexpr):
-    bd = tl.program_id(1).to(tl.int64)
+    bd = tl.program_id(0).to(tl.int64)
     b, d = bd // dim, bd % dim
     length = H * W
-    offs_i = (tl.program_id(0) // n_tw) * TILE + tl.arange(0, TILE)
-    offs_j = (tl.program_id(0) % n_tw) * TILE + tl.arange(0, TILE)
+    offs_i = (tl.program_id(1) // n_tw) * TILE + tl.arange(0, TILE)
+    offs_j = (tl.program_id(1) % n_tw) * TILE + tl.arange(0, TILE)
     mask = (offs_i[:, None] < H) & (offs_j[None, :] < W)
     row = offs_i[:, None] * W + offs_j[None, :]
     tile = tl.load(x_ptr + bd * length + row, mask=mask, other=0.0)
@@ -79,7 +79,7 @@ def _spread_kernel(x_ptr, s_ptr, dim, H, W, n_tw, S: tl.constexpr, R: tl.constex
 
 def _grid(batch: int, dim: int, height: int, width: int) -> tuple[tuple[int, int], int]:
     n_tw = triton.cdiv(width, TILE)
-    return (triton.cdiv(height, TILE) * n_tw, batch * dim), n_tw
+    return (batch * dim, triton.cdiv(height, TILE) * n_tw), n_tw
 
 
 def _gather_impl(s: Tensor, height: int, width: int) -> Tensor:
