@@ -18,19 +18,25 @@ MAX_TILE = 8192  # elements of the (BLOCK_C, BLOCK_L) tile before BLOCK_L stops 
 
 
 @triton.jit
+def _tile(pid, n_lblocks, dim, length, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Program ``pid``'s (BLOCK_C, BLOCK_L) tile: batch b, position and channel offsets (channels also as int64
+    row offsets: a channel stride times C may pass 2**31) and the masks."""
+    b = (pid // n_lblocks).to(tl.int64)
+    offs_l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_c = tl.arange(0, BLOCK_C)
+    c_mask = offs_c < dim
+    l_mask = offs_l < length
+    return b, offs_l, offs_c, offs_c.to(tl.int64)[:, None], c_mask, l_mask, c_mask[:, None] & l_mask[None, :]
+
+
+@triton.jit
 def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, dim, length, n_lblocks, sx_b, sx_c, sy_b, sy_c,
                    EPS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_STATS: tl.constexpr,
                    BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
     """y[b, :, l] = (x[b, :, l] - mean) * rstd * w + b; mean, rstd (B, L) stored when STORE_STATS. EPS is a
     constexpr so that it stays exact in float64 (a runtime float argument is passed as float32)."""
     pid = tl.program_id(0)
-    b = (pid // n_lblocks).to(tl.int64)
-    offs_l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)
-    offs_c = tl.arange(0, BLOCK_C)
-    c_mask = offs_c < dim
-    l_mask = offs_l < length
-    mask = c_mask[:, None] & l_mask[None, :]
-    rows = offs_c.to(tl.int64)[:, None]  # channel offsets in int64: a channel stride times C may pass 2**31
+    b, offs_l, offs_c, rows, c_mask, l_mask, mask = _tile(pid, n_lblocks, dim, length, BLOCK_C, BLOCK_L)
     x = tl.load(x_ptr + b * sx_b + rows * sx_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
     mean = tl.sum(x, 0) / dim
     xc = tl.where(mask, x - mean[None, :], 0.0)
@@ -54,13 +60,7 @@ def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_
     """dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)) with g = w * dy; row ``pid`` of the (n_programs, C)
     partial buffers gets this tile's sum over L of dy * xhat (dweight) and of dy (dbias)."""
     pid = tl.program_id(0)
-    b = (pid // n_lblocks).to(tl.int64)
-    offs_l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)
-    offs_c = tl.arange(0, BLOCK_C)
-    c_mask = offs_c < dim
-    l_mask = offs_l < length
-    mask = c_mask[:, None] & l_mask[None, :]
-    rows = offs_c.to(tl.int64)[:, None]  # channel offsets in int64: a channel stride times C may pass 2**31
+    b, offs_l, offs_c, rows, c_mask, l_mask, mask = _tile(pid, n_lblocks, dim, length, BLOCK_C, BLOCK_L)
     x = tl.load(x_ptr + b * sx_b + rows * sx_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
     dy = tl.load(dy_ptr + b * sdy_b + rows * sdy_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
     mean = tl.load(mean_ptr + b * length + offs_l, mask=l_mask, other=0.0)
