@@ -14,8 +14,8 @@ baselines.
 
 from __future__ import annotations
 
-from .config import SegConfig, config_task, load_seg_config, save_seg_config
+from .config import SegConfig, config_task, load_seg_config
 from .engine import build_model, checkpoint_task, evaluate, load_seg_checkpoint, predict, train
 
-__all__ = ["SegConfig", "load_seg_config", "save_seg_config", "config_task", "train", "evaluate", "predict",
+__all__ = ["SegConfig", "load_seg_config", "config_task", "train", "evaluate", "predict",
            "build_model", "load_seg_checkpoint", "checkpoint_task"]

@@ -6,15 +6,12 @@ A YAML file is a segmentation config when it says ``task: segmentation``; :func:
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from mambaeye.train.config import ConfigError, check_fields, config_from_dict, read_config_file
 
-from mambaeye.train.config import ConfigError, _coerce, config_from_dict
-
-__all__ = ["SegConfig", "load_seg_config", "save_seg_config", "config_task", "TASK"]
+__all__ = ["SegConfig", "load_seg_config", "config_task", "TASK"]
 
 TASK = "segmentation"
 
@@ -75,17 +72,10 @@ class SegConfig:
         self.validate()
 
     def validate(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
         choices = {"task": (TASK,), "normalization": ("zscore", "ct", "none"), "optimizer": ("sgd", "adamw"),
                    "amp": ("none", "bf16", "fp16"), "eval_checkpoint": ("best", "last"), "spatial_dims": (2, 3)}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"config key '{key}': {getattr(self, key)!r} is not one of {allowed}")
-        for key in ("epochs", "iterations_per_epoch", "batch_size", "sw_batch_size", "num_folds", "val_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")
+        check_fields(self, choices, at_least_one=("epochs", "iterations_per_epoch", "batch_size", "sw_batch_size",
+                                                  "num_folds", "val_every"))
         if bool(self.dataset) == bool(self.data_dir):
             raise ConfigError("give exactly one of config keys 'dataset' (a built-in name) and 'data_dir' "
                               f"(got dataset={self.dataset!r}, data_dir={self.data_dir!r})")
@@ -114,32 +104,16 @@ class SegConfig:
         return config_from_dict(cls, data, source)
 
 
-def _read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
-    return loaded or {}
-
-
 def config_task(path: str | Path | None) -> str:
     """The ``task`` a YAML config declares: "segmentation", or "classification" when it has no task key."""
     if not path:
         return "classification"
-    return str(_read_yaml(path).get("task") or "classification")
+    return str(read_config_file(path).get("task") or "classification")
 
 
 def load_seg_config(path: str | Path | None = None, overrides: dict | None = None) -> SegConfig:
     """A :class:`SegConfig` from a YAML file with ``overrides`` (key -> value) on top."""
-    data = _read_yaml(path) if path else {}
+    data = read_config_file(path) if path else {}
     data.update(overrides or {})
     return SegConfig.from_dict(data, source=str(path) if path else "overrides")
 
-
-def save_seg_config(cfg: SegConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

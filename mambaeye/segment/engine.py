@@ -31,7 +31,7 @@ from torch import nn
 from mambaeye.data.builtin import BUILTIN_DATASETS, prepare_builtin
 from mambaeye.data.nnunet import dataset_folder_name
 from mambaeye.metrics import dice, normalized_surface_dice
-from mambaeye.train.config import ConfigError
+from mambaeye.train.config import ConfigError, save_config
 from mambaeye.train.distributed import all_reduce_sum, barrier, init_distributed, shutdown, unwrap, wrap_ddp
 from mambaeye.train.engine import (
     autocast,
@@ -43,7 +43,7 @@ from mambaeye.train.engine import (
     write_history,
 )
 
-from .config import TASK, SegConfig, save_seg_config
+from .config import TASK, SegConfig
 from .data import IMAGE_SUFFIXES, CaseFiles, SegSource, open_source, read_case, read_image_file, strip_suffix
 from .dataset import PatchSampler, build_augmentation, make_train_case
 from .inference import predict_case, predict_probabilities
@@ -317,7 +317,7 @@ def _train(cfg: SegConfig) -> dict:
         set_rng_state(ckpt["rng"])
         log.info("resumed from %s at epoch %d", resume, start_epoch + 1)
     if info.is_main:
-        save_seg_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, run_dir / "config.yaml")
         (run_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
     ddp_model = wrap_ddp(model, info, device)
     total_steps = cfg.epochs * cfg.iterations_per_epoch

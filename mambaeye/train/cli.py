@@ -52,6 +52,18 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO if _is_main_process() else logging.WARNING, format="%(message)s")
 
 
+_USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)  # bad config, missing file or folder, bad data
+
+
+def _call(fn, *args, **kwargs) -> tuple[object, int]:
+    """(fn(...), 0), or (None, 2) after printing "error: ..." to stderr when it raises one of the user errors."""
+    try:
+        return fn(*args, **kwargs), 0
+    except _USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None, 2
+
+
 def _train_segmentation(args: argparse.Namespace) -> int:
     from mambaeye.segment import load_seg_config, train
     from mambaeye.segment.config import SegConfig
@@ -62,11 +74,9 @@ def _train_segmentation(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     _setup_logging()
-    try:
-        result = train(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:  # bad data, missing folder / checkpoint
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result, rc = _call(train, cfg)
+    if rc:
+        return rc
     ev = result["evaluation"]
     if ev is not None:  # rank 0
         names = ", ".join(f"{c} {ev['mean_dice'][c]:.3f}" for c in ev["classes"])
@@ -122,13 +132,11 @@ def eval_cmd(args: argparse.Namespace) -> int:
         from mambaeye.segment import evaluate as seg_evaluate
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        try:
-            result = seg_evaluate(args.checkpoint, split=args.split, data_dir=args.data_dir, out_dir=args.out,
-                                  which=args.which, mirror=False if args.no_mirror else None, device=args.device,
-                                  progress=not args.no_progress)
-        except (ConfigError, FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        result, rc = _call(seg_evaluate, args.checkpoint, split=args.split, data_dir=args.data_dir, out_dir=args.out,
+                           which=args.which, mirror=False if args.no_mirror else None, device=args.device,
+                           progress=not args.no_progress)
+        if rc:
+            return rc
         if args.json:
             print(json.dumps(result))
         else:
@@ -139,13 +147,11 @@ def eval_cmd(args: argparse.Namespace) -> int:
 
     from .engine import evaluate
 
-    try:
-        result = evaluate(args.checkpoint, split=args.split or "val", data_dir=args.data_dir,
-                          use_ema=not args.no_ema, batch_size=args.batch_size, device=args.device,
-                          progress=not args.no_progress)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result, rc = _call(evaluate, args.checkpoint, split=args.split or "val", data_dir=args.data_dir,
+                       use_ema=not args.no_ema, batch_size=args.batch_size, device=args.device,
+                       progress=not args.no_progress)
+    if rc:
+        return rc
     if args.json:
         print(json.dumps(result))
     else:
@@ -159,12 +165,10 @@ def predict_cmd(args: argparse.Namespace) -> int:
     if _is_segmentation(args.checkpoint):
         from mambaeye.segment import predict as seg_predict
 
-        try:
-            paths = seg_predict(args.checkpoint, args.files, args.out or "predictions", which=args.which,
-                                mirror=False if args.no_mirror else None, device=args.device, progress=False)
-        except (ConfigError, FileNotFoundError, ValueError) as e:  # unreadable image, wrong channel count
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        paths, rc = _call(seg_predict, args.checkpoint, args.files, args.out or "predictions", which=args.which,
+                          mirror=False if args.no_mirror else None, device=args.device, progress=False)
+        if rc:
+            return rc
         if args.json:
             print(json.dumps([str(p) for p in paths]))
         else:
@@ -174,11 +178,10 @@ def predict_cmd(args: argparse.Namespace) -> int:
 
     from .engine import predict
 
-    try:
-        results = predict(args.checkpoint, args.files, topk=args.topk, use_ema=not args.no_ema, device=args.device)
-    except (ConfigError, FileNotFoundError, ValueError) as e:  # bad checkpoint path, unreadable image
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    results, rc = _call(predict, args.checkpoint, args.files, topk=args.topk, use_ema=not args.no_ema,
+                        device=args.device)
+    if rc:
+        return rc
     if args.json:
         print(json.dumps(results))
     else:

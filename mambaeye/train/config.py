@@ -91,16 +91,8 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
         choices = {"amp": ("none", "bf16", "fp16"), "dataset": DATASETS, "resize": ("bilinear", "pad")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"config key '{key}': {getattr(self, key)!r} is not one of {allowed}")
-        for key in ("epochs", "batch_size", "img_size", "in_chans"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")
+        check_fields(self, choices, at_least_one=("epochs", "batch_size", "img_size", "in_chans"))
         if self.dataset == "imagefolder" and not self.data_dir:
             raise ConfigError("config key 'data_dir' is required for dataset 'imagefolder'")
 
@@ -110,6 +102,35 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> TrainConfig:
         return config_from_dict(cls, data, source)
+
+
+def check_fields(cfg, choices: dict[str, tuple], at_least_one: tuple[str, ...]) -> None:
+    """Coerce every field of the config dataclass ``cfg`` to its annotated type (:func:`_coerce`), then check that
+    each key of ``choices`` holds one of its allowed values and each key of ``at_least_one`` is >= 1."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), hints[f.name]))
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"config key '{key}': {getattr(cfg, key)!r} is not one of {allowed}")
+    for key in at_least_one:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1, got {getattr(cfg, key)}")
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping of config keys in a YAML file; a missing file, invalid YAML or a non-mapping raise ConfigError
+    naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+    return loaded or {}
 
 
 def _coerce(name: str, value: Any, typ: Any) -> Any:
@@ -159,20 +180,13 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
     """A config from a YAML file (or the defaults), with ``overrides`` (key -> value) on top."""
-    data: dict = {}
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
-        data.update(loaded or {})
+    data = read_config_file(path) if path else {}
     data.update(overrides or {})
     return TrainConfig.from_dict(data, source=str(path) if path else "overrides")
 
 
-def save_config(cfg: TrainConfig, path: str | Path) -> None:
+def save_config(cfg, path: str | Path) -> None:
+    """Write a config dataclass (TrainConfig, SegConfig) as YAML, keys in field order."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
