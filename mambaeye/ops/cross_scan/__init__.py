@@ -38,6 +38,32 @@ def _fp32(t: Tensor) -> Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dstate: int,
+                force_fp32: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """u, delta, B, C of the grouped scan from the sequences its K directions read.
+
+    src (B, S, D, L) holds S sequences; the directions are grouped by the sequence they read, K // S each, in
+    order (the reference: S = K, one re-ordered copy per direction; the fused path: the grid's S = 2 or 1
+    layouts). Returns u (B, S*D, L) (a view of src), delta (B, K*D, L) and B, C (B, K, N, L) - views of one
+    projection (group k = direction k), which the triton kernels read in place. With ``force_fp32`` they are
+    float32 copies; delta, B and C always get u's dtype (autocast may leave them mixed).
+
+    Both projections are broadcast matmuls, i.e. small GEMMs on views: no permuted copy of the result (as einsum
+    makes), and the weight gradients are reduced per (batch, sequence) before the sum over the batch - einsum's
+    one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an H100 at VMamba-T's first
+    stage; benchmarks/NOTES.md).
+    """
+    batch, n_src, dim, length = src.shape
+    k, rank = dt_projs_weight.shape[0], dt_projs_weight.shape[2]
+    x_dbl = torch.matmul(x_proj_weight.reshape(n_src, -1, dim), src).view(batch, k, -1, length)  # (B, K, R+2N, L)
+    dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
+    u = src.view(batch, n_src * dim, length)
+    delta = torch.matmul(dt_projs_weight, dts).view(batch, k * dim, length)
+    if force_fp32:
+        u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
+    return u, delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)
+
+
 def _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias):
     tensors = (("x", x), ("x_proj_weight", x_proj_weight), ("dt_projs_weight", dt_projs_weight),
                ("dt_projs_bias", dt_projs_bias), ("A_logs", A_logs), ("Ds", Ds))
@@ -121,7 +147,6 @@ def cross_selective_scan(
     batch, dim, *spatial = x.shape
     length = math.prod(spatial)
     k = x_proj_weight.shape[0]
-    rank = dt_projs_weight.shape[2]
     dstate = A_logs.shape[1]
 
     resolved = _resolve_backend(backend, x)
@@ -138,21 +163,7 @@ def cross_selective_scan(
         y = cross_scan_2d(x, x_proj_weight, dt_projs_weight, A, _fp32(Ds), delta_bias,
                           delta_softplus=delta_softplus, force_fp32=force_fp32)
     else:
-        xs = cross_scan(x, k)  # (B, K, D, L)
-        # Both projections are broadcast matmuls, i.e. B*K small GEMMs on views: no permuted copy of the result
-        # (as einsum makes), and the weight gradients are reduced per (batch, direction) before the sum over the
-        # batch - einsum's one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an
-        # H100 at VMamba-T's first stage; benchmarks/NOTES.md).
-        x_dbl = torch.matmul(x_proj_weight, xs)  # (B, K, R + 2N, L)
-        dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
-
-        u = xs.view(batch, k * dim, length)
-        delta = torch.matmul(dt_projs_weight, dts).view(batch, k * dim, length)  # (B, K, D, L)
-        # Bs, Cs: (B, K, N, L) views of x_dbl (group k = channels k*D..(k+1)*D = direction k); the triton kernels
-        # read them in place, the other backends make them contiguous
-        if force_fp32:
-            u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
-        delta, Bs, Cs = delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)  # autocast may leave them mixed
+        u, delta, Bs, Cs = scan_inputs(cross_scan(x, k), x_proj_weight, dt_projs_weight, dstate, force_fp32)
         ys = selective_scan(u, delta, A, Bs, Cs, _fp32(Ds), delta_bias=delta_bias, delta_softplus=delta_softplus,
                             backend=resolved)  # (B, K * D, L)
         y = cross_merge(ys.view(batch, k, dim, length), spatial)  # (B, D, *spatial)

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from ..selective_scan import _through_custom_op, selective_scan, triton_scan
+from . import scan_inputs
 from .grid import gather, spread
 
 __all__ = ["cross_scan_2d"]
-
 
 
 def _source_major(t: Tensor) -> Tensor:
@@ -47,8 +47,8 @@ def _bwd_impl(dout, u, delta, A, B, C, D, delta_bias, delta_softplus, states):
     du_k, ddelta, dA, dB, dC, dD, _, dbias = triton_scan.selective_scan_bwd(
         dout, None, u, delta, A, B, C, D, None, delta_bias, delta_softplus, states, paired=True
     )
-    batch, dim, length = u.shape
-    du = du_k.view(batch, dim // (delta.shape[1] // B.shape[1]), 2, -1, length).sum(2).view_as(u)
+    batch, _, length = u.shape
+    du = du_k.view(batch, B.shape[1] // 2, 2, -1, length).sum(2).view_as(u)  # each pair's two directions
     return du, ddelta, dA, dB, dC, dD, dbias
 
 
@@ -144,7 +144,7 @@ def cross_scan_2d(
     if k not in (1, 2, 4):
         raise ValueError(f"the fused 2D cross-scan takes K in (1, 2, 4) directions, got {k}")
     length = height * width
-    rank, dstate = dt_projs_weight.shape[2], A.shape[1]
+    dstate = A.shape[1]
     n_src = 2 if k == 4 else 1
     if n_src == 2:  # (B, 2, D, L): the grid row-major, then column-major
         src = spread(x, 2, 1).view(batch, 2, dim, length)
@@ -155,13 +155,7 @@ def cross_scan_2d(
         x_proj_weight, dt_projs_weight = _source_major(x_proj_weight), _source_major(dt_projs_weight)
         A = _source_major(A.view(k, dim, dstate)).view(k * dim, dstate)
         Ds, delta_bias = (_source_major(t.view(k, dim)).view(k * dim) for t in (Ds, delta_bias))
-    x_dbl = torch.matmul(x_proj_weight.reshape(n_src, -1, dim), src).view(batch, k, -1, length)  # (B, K, R+2N, L)
-    dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
-    delta = torch.matmul(dt_projs_weight, dts).view(batch, k * dim, length)  # (B, K*D, L), source order
-    u = src.view(batch, n_src * dim, length)
-    if force_fp32:
-        u, delta, Bs, Cs = (t if t.dtype == torch.float64 else t.float() for t in (u, delta, Bs, Cs))
-    delta, Bs, Cs = delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)  # autocast may leave them mixed
+    u, delta, Bs, Cs = scan_inputs(src, x_proj_weight, dt_projs_weight, dstate, force_fp32)  # source order
 
     if k == 1:
         return selective_scan(u, delta, A, Bs, Cs, Ds, delta_bias=delta_bias, delta_softplus=delta_softplus,
