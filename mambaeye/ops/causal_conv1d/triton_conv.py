@@ -12,6 +12,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ..selective_scan.triton_scan import compute_dtype
+
 BLOCK_D, BLOCK_L = 4, 256
 
 
@@ -94,11 +96,6 @@ def _conv_bwd_dx_kernel(g_ptr, w_ptr, dx_ptr, dim, length, sdx_b, sdx_d,
              mask=mask)
 
 
-def _compute_dtype(x: Tensor):
-    """Accumulate in float32 (float64 for float64 inputs)."""
-    return (torch.float64, tl.float64) if x.dtype == torch.float64 else (torch.float32, tl.float32)
-
-
 def _grid(batch: int, dim: int, length: int) -> tuple[int, int, int]:
     return (triton.cdiv(dim, BLOCK_D), batch, triton.cdiv(length, BLOCK_L))
 
@@ -110,7 +107,7 @@ def conv_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse
     _conv_fwd_kernel[_grid(batch, dim, length)](
         x, weight, bias if bias is not None else weight, y, dim, length, x.stride(0), x.stride(1),
         y.stride(0), y.stride(1), WIDTH=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu, REVERSE=reverse,
-        BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L, DT=_compute_dtype(x)[1],
+        BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L, DT=compute_dtype(x)[1],
     )
     return y
 
@@ -120,7 +117,7 @@ def conv_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, silu: b
     """(dx in x's layout, dweight, dbias or None); g = dy * act'(pre) goes through one contiguous (B, D, L)
     buffer in the accumulation dtype (float32, float64 for float64 x)."""
     batch, dim, length = x.shape
-    acc_dtype, DT = _compute_dtype(x)
+    acc_dtype, DT = compute_dtype(x)
     g = torch.empty(batch, dim, length, device=x.device, dtype=acc_dtype)
     dw = torch.zeros(weight.shape, device=x.device, dtype=acc_dtype)
     db = torch.zeros(dim, device=x.device, dtype=acc_dtype)

@@ -24,6 +24,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..selective_scan import _through_custom_op
+from ..selective_scan.triton_scan import compute_dtype
 
 __all__ = ["spread", "gather"]
 
@@ -87,8 +88,8 @@ def _gather_impl(s: Tensor, height: int, width: int) -> Tensor:
     s = s.contiguous()
     y = s.new_empty(batch, dim, height, width)
     grid, n_tw = _grid(batch, dim, height, width)
-    acc = tl.float64 if s.dtype == torch.float64 else tl.float32
-    _gather_kernel[grid](s, y, dim, height, width, n_tw, S=sources, R=copies, DT=acc, TILE=TILE, num_warps=4)
+    _gather_kernel[grid](s, y, dim, height, width, n_tw, S=sources, R=copies, DT=compute_dtype(s)[1], TILE=TILE,
+                         num_warps=4)
     return y
 
 

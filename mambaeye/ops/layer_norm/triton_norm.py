@@ -14,6 +14,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ..selective_scan.triton_scan import compute_dtype
+
 MAX_TILE = 8192  # elements of the (BLOCK_C, BLOCK_L) tile before BLOCK_L stops shrinking
 
 
@@ -80,11 +82,6 @@ def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_
         tl.store(db_ptr + pid * dim + offs_c, tl.sum(dy, 1), mask=c_mask)
 
 
-def _compute_dtype(x: Tensor):
-    """Statistics and arithmetic in float32 (float64 for float64 inputs)."""
-    return (torch.float64, tl.float64) if x.dtype == torch.float64 else (torch.float32, tl.float32)
-
-
 def _config(dim: int, length: int) -> tuple[int, int, int, int]:
     """(BLOCK_C, BLOCK_L, n_lblocks, num_warps): BLOCK_L from 128 down to 16 positions as C grows, so the tile
     holds at most MAX_TILE elements up to C = 512 (C = 1024, 2048: 16 x BLOCK_C, with 16 warps)."""
@@ -98,10 +95,10 @@ def _config(dim: int, length: int) -> tuple[int, int, int, int]:
 def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, save_stats: bool,
                    out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """x (B, C, L) with L contiguous -> (y, mean, rstd): y (B, C, L) in out_dtype (default x's dtype) and, when x is
-    dense, x's layout;
-    mean, rstd (B, L) float32 (float64 for float64 x) when ``save_stats``, else empty (0,) tensors."""
+    dense, x's layout; mean, rstd (B, L) float32 (float64 for float64 x) when ``save_stats``, else empty (0,)
+    tensors. Statistics and arithmetic in float32 (float64 for float64 x)."""
     batch, dim, length = x.shape
-    acc_dtype, DT = _compute_dtype(x)
+    acc_dtype, DT = compute_dtype(x)
     y = torch.empty_like(x, dtype=out_dtype or x.dtype)
     stats_shape = (batch, length) if save_stats else (0,)
     mean = torch.empty(stats_shape, device=x.device, dtype=acc_dtype)
@@ -123,7 +120,7 @@ def layer_norm_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | 
     None). dy (B, C, L) with L contiguous; mean, rstd (B, L) from :func:`layer_norm_fwd`. dweight and dbias are
     summed over per-program (n_programs, C) partial buffers in float32 (float64): deterministic, no atomics."""
     batch, dim, length = x.shape
-    acc_dtype, DT = _compute_dtype(x)
+    acc_dtype, DT = compute_dtype(x)
     block_c, block_l, n_lblocks, num_warps = _config(dim, length)
     n_programs = batch * n_lblocks
     dx = torch.empty_like(x)

@@ -471,7 +471,8 @@ def _scan_bwd_kernel(
         tl.store(dbias_ptr + b * dim + offs_d, dbias_acc)
 
 
-def _compute_dtype(u: Tensor):
+def compute_dtype(u: Tensor):
+    """(torch, Triton) dtype the kernels compute and accumulate in: float64 for float64 inputs, else float32."""
     return (torch.float64, tl.float64) if u.dtype == torch.float64 else (torch.float32, tl.float32)
 
 
@@ -543,7 +544,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     batch, dim, length = delta.shape
     u_dim, u_share = _u_sharing(u, delta, B, paired, reverse)
     dstate = A.shape[1]
-    state_dtype, DT = _compute_dtype(u)
+    state_dtype, DT = compute_dtype(u)
     block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, False)
     n_tiles = triton.cdiv(length, block_l)
     out = torch.empty_like(delta, dtype=u.dtype)  # delta's layout when it is dense, else contiguous
@@ -587,7 +588,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     batch, dim, length = delta.shape
     u_dim, u_share = _u_sharing(u, delta, B, paired, reverse)
     dstate = A.shape[1]
-    state_dtype, DT = _compute_dtype(u)
+    state_dtype, DT = compute_dtype(u)
     block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, True)
     n_tiles = triton.cdiv(length, block_l)
     if chunk_states.shape != (batch, dim, n_tiles, dstate):
