@@ -423,7 +423,10 @@ def _scan_bwd_kernel(
         decay_next = tl.where(next_mask[:, None, :], tl.exp2(dt_next[:, None, :] * A2[None, :, :]), 1.0)
         c = Ct * dy[:, None, :]
         c = tl.where(offs_t[:, None, None] == BLOCK_L - 1, c + carry[None, :, :], c)
-        _, g = tl.associative_scan((decay_next, c), 0, _combine, reverse=True)
+        # a reverse scan as flip, forward scan, flip: L is inside each thread, so the flips are free register
+        # renames, while associative_scan(reverse=True) lowers to ~20 shuffles per element (Triton 3.6-3.8)
+        _, g = tl.associative_scan((tl.flip(decay_next, 0), tl.flip(c, 0)), 0, _combine)
+        g = tl.flip(g, 0)
         carry = tl.sum(tl.where(offs_t[:, None, None] == 0, decay * g, 0.0), 0)
 
         gB_sum = tl.sum(g * Bt, 1)  # (BL, BD): sum_n g B
@@ -494,13 +497,13 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
     From benchmarks/scan_sweep.py on an H100 (table in benchmarks/NOTES.md): small tiles of 8 channels and one
     warp win - more programs in flight hide the latency of the sequential loop, and the backward's larger live
     set does not spill. With too few programs (long sequences at small batch) the forward splits the sequence
-    (_num_segments) and the backward narrows its channel blocks to 4. Loading the next tile ahead pays only
-    for small N, where the loop is memory-bound.
+    (_num_segments) and the backward narrows its channel blocks to 4 (below 2048 programs of 8). Loading the
+    next tile ahead pays only for small N, where the loop is memory-bound.
     """
     block_n = _block_n(dstate)
     block_l = _block_l(length, dstate)
     wanted = 8
-    while backward and wanted > 4 and batch * dim // wanted < 1024:
+    while backward and wanted > 4 and batch * dim // wanted < 2048:
         wanted //= 2
     block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), wanted)
     num_warps = min(8, max(1, block_d * block_n * block_l // (32 * 32)))
