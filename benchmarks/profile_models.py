@@ -2,6 +2,7 @@
 
     python benchmarks/profile_models.py                       # every case
     python benchmarks/profile_models.py --cases vim_ti_1248   # one case; --rows 30 for a longer table
+    python benchmarks/profile_models.py --cases vmamba_t_224 --ops   # and the aten ops (input shapes) behind them
 
 Cases (bf16 autocast, random inputs): vim_ti_1248 (inference, batch 8, 1248²), vim_ti_224_train (batch 128,
 forward + backward), vmamba_t_224 (inference, batch 128), vmamba_t_224_train, and the SS2D layer alone at
@@ -33,6 +34,9 @@ CASES = {
     "vim_ti_224_train": ("vim_tiny", 224, 128, True),
     "vmamba_t_224": ("vmamba_tiny", 224, 128, False),
     "vmamba_t_224_train": ("vmamba_tiny", 224, 128, True),
+    # the same model with channels-last activations (B, H, W, C): nn.Linear / nn.LayerNorm instead of 1x1 convs
+    "vmamba_t_224_cl": ("vmamba_tiny:cl", 224, 128, False),
+    "vmamba_t_224_cl_train": ("vmamba_tiny:cl", 224, 128, True),
 }
 for _case in SS2D_CASES:
     CASES[f"ss2d_{_case}"] = ("ss2d", _case, 128, False)
@@ -45,7 +49,9 @@ def _make_module(model_name: str, size, batch: int):
         kwargs, side, _ = SS2D_CASES[size]
         layer = SS2D(**kwargs, channel_first=True).cuda()
         return layer, torch.randn(batch, kwargs["d_model"], side, side, device="cuda", requires_grad=True)
-    return create_model(model_name, img_size=size).cuda(), torch.randn(batch, 3, size, size, device="cuda")
+    name, _, layout = model_name.partition(":")
+    extra = dict(channel_first=False) if layout == "cl" else {}
+    return create_model(name, img_size=size, **extra).cuda(), torch.randn(batch, 3, size, size, device="cuda")
 
 
 def make_step(name: str, compile_mode: str | None = None):
@@ -73,7 +79,17 @@ def make_step(name: str, compile_mode: str | None = None):
     return step, batch
 
 
-def profile(name: str, rows: int, compile_mode: str | None = None) -> None:
+def _op_table(prof, rows: int) -> str:
+    """The aten ops (with their input shapes) that launched the most GPU time: where a kernel comes from."""
+    ops = [e for e in prof.key_averages(group_by_input_shape=True) if e.key.startswith("aten::")]
+    ops.sort(key=lambda e: e.device_time_total, reverse=True)
+    lines = ["| aten op | input shapes | GPU ms (3 steps) | calls |", "|---|---|---|---|"]
+    for e in ops[:rows]:
+        lines.append(f"| {e.key} | {str(e.input_shapes)[:110]} | {e.device_time_total / 1e3:.3f} | {e.count} |")
+    return "\n".join(lines)
+
+
+def profile(name: str, rows: int, compile_mode: str | None = None, ops: bool = False) -> None:
     step, batch = make_step(name, compile_mode)
     for _ in range(3):  # with --compile the first call compiles
         step()
@@ -85,13 +101,16 @@ def profile(name: str, rows: int, compile_mode: str | None = None) -> None:
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     ms = sorted(times)[2] * 1e3
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    activities = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if ops else [])
+    with torch.profiler.profile(activities=activities, record_shapes=ops) as prof:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
     how = f", torch.compile mode={compile_mode}" if compile_mode else ""
     print(f"\n## {name}{how}: {ms:.2f} ms/step, {batch / ms * 1e3:.1f} img/s (3 profiled steps below)")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=90))
+    if ops:
+        print(_op_table(prof, rows))
 
 
 def main() -> None:
@@ -100,10 +119,11 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=22)
     p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                    help="torch.compile the model with this mode first")
+    p.add_argument("--ops", action="store_true", help="also list the aten ops (with input shapes) by GPU time")
     args = p.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
     for name in args.cases:
-        profile(name, args.rows, args.compile)
+        profile(name, args.rows, args.compile, args.ops)
         torch.cuda.empty_cache()
 
 

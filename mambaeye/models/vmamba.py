@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..convert.vmamba import is_vmamba_state_dict, vmamba_from_official, vmamba_version
 from ..layers import SS2D
+from ..ops.bias_gelu import bias_gelu_channel_first
 from ..ops.layer_norm import layer_norm_channel_first
 from ._builder import adapt_input_conv, build_model, fit_classifier
 from ._features import resolve_indices
@@ -84,18 +85,26 @@ class Permute(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout, over the channels (channel-first: Linear2d)."""
+    """fc1 -> GELU -> dropout -> fc2 -> dropout, over the channels (channel-first: Linear2d).
+
+    Channel-first, fc1's bias and the GELU are one pass (:func:`mambaeye.ops.bias_gelu.bias_gelu_channel_first`):
+    cuDNN's 1x1 convolution leaves the bias to a separate broadcast add."""
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0, channel_first: bool = False) -> None:
         super().__init__()
         linear = Linear2d if channel_first else nn.Linear
+        self.channel_first = channel_first
         self.fc1 = linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = linear(hidden, dim)
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        if self.channel_first:
+            h = bias_gelu_channel_first(F.conv2d(x, self.fc1.weight[:, :, None, None]), self.fc1.bias)
+        else:
+            h = self.act(self.fc1(x))
+        return self.drop(self.fc2(self.drop(h)))
 
 
 class PatchMerging2D(nn.Module):

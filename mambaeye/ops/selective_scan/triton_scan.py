@@ -498,7 +498,9 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
     warp win - more programs in flight hide the latency of the sequential loop, and the backward's larger live
     set does not spill. With too few programs (long sequences at small batch) the forward splits the sequence
     (_num_segments) and the backward narrows its channel blocks to 4 (below 2048 programs of 8). Loading the
-    next tile ahead pays only for small N, where the loop is memory-bound.
+    next tile ahead pays for small N, where the loop is memory-bound, and in the backward when even 4-channel
+    blocks leave fewer than 1024 programs (vim_ti_1248 fwd+bwd 2.88 -> 2.55 ms; long_1d, 3072 programs, got
+    slower with it).
     """
     block_n = _block_n(dstate)
     block_l = _block_l(length, dstate)
@@ -507,7 +509,8 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
         wanted //= 2
     block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), wanted)
     num_warps = min(8, max(1, block_d * block_n * block_l // (32 * 32)))
-    return block_d, block_n, block_l, num_warps, block_n < 8
+    few_programs = backward and batch * dim // block_d < 1024
+    return block_d, block_n, block_l, num_warps, block_n < 8 or few_programs
 
 
 # Below MIN_PROGRAMS (batch x channel blocks) the forward splits the sequence across programs until about
