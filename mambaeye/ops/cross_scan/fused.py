@@ -155,7 +155,7 @@ def cross_scan_2d(
         x_proj_weight, dt_projs_weight = _source_major(x_proj_weight), _source_major(dt_projs_weight)
         A = _source_major(A.view(k, dim, dstate)).view(k * dim, dstate)
         Ds, delta_bias = (_source_major(t.view(k, dim)).view(k * dim) for t in (Ds, delta_bias))
-    u, delta, Bs, Cs = scan_inputs(src, x_proj_weight, dt_projs_weight, dstate, force_fp32, "triton")  # source order
+    u, delta, Bs, Cs = scan_inputs(src, x_proj_weight, dt_projs_weight, dstate, force_fp32)  # source order
 
     if k == 1:
         return selective_scan(u, delta, A, Bs, Cs, Ds, delta_bias=delta_bias, delta_softplus=delta_softplus,
