@@ -25,6 +25,18 @@ def _fixed_seed():
     torch.manual_seed(0)
 
 
+# ``with torch.device(...)`` recognises factory functions through a set that torch builds once, on first use. Build it
+# now, with the real torch.empty & co.: built while _poison_empty has swapped in its wrappers (a torch.compile in an
+# ops test does that), the set would hold the wrappers and ``with torch.device("meta")`` would leave later models'
+# parameters on the CPU (tests/models/test_profile.py failed after tests/ops/test_causal_conv1d.py).
+try:
+    from torch.utils._device import _device_constructors
+except ImportError:  # a private helper: nothing to prime where it is gone
+    pass
+else:
+    _device_constructors()
+
+
 def _nan_filled(factory):
     def wrapped(*args, **kwargs):
         t = factory(*args, **kwargs)
