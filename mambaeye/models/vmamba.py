@@ -69,10 +69,11 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class Linear2d(nn.Linear):
-    """nn.Linear over the channels of a (B, C, H, W) map (a 1x1 conv with a Linear's weight shape and init)."""
+    """nn.Linear over the channels of a (B, C, H, W) map (a 1x1 conv with a Linear's weight shape and init).
+    ``add_bias=False`` leaves the bias to the caller (the MLP fuses it into the GELU)."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+    def forward(self, x: Tensor, add_bias: bool = True) -> Tensor:
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias if add_bias else None)
 
 
 class Permute(nn.Module):
@@ -101,7 +102,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channel_first:
-            h = bias_gelu_channel_first(F.conv2d(x, self.fc1.weight[:, :, None, None]), self.fc1.bias)
+            h = bias_gelu_channel_first(self.fc1(x, add_bias=False), self.fc1.bias)
         else:
             h = self.act(self.fc1(x))
         return self.drop(self.fc2(self.drop(h)))

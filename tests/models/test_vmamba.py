@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from mambaeye.models import VSSM, create_model
-from mambaeye.models.vmamba import LayerNorm2d, PatchMerging2D
+from mambaeye.models.vmamba import LayerNorm2d, Mlp, PatchMerging2D
+from mambaeye.ops import available_backends
 
 from ._small import VMAMBA, small
 from .test_vim import _grads_ok
@@ -100,6 +101,32 @@ def test_layer_norm_2d():
     norm = LayerNorm2d(5)
     x = torch.randn(2, 5, 3, 4)
     torch.testing.assert_close(norm(x), F.layer_norm(x.permute(0, 2, 3, 1), (5,)).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+    "triton" not in available_backends("cpu"), reason="needs triton under TRITON_INTERPRET=1"))])
+def test_channel_first_mlp_is_the_channel_last_mlp(backend, monkeypatch):
+    """The channel-first MLP (fc1 as a 1x1 conv without bias, bias + GELU fused) equals nn.Linear -> GELU ->
+    nn.Linear on the permuted map, forward and gradients; fc1's hooks still fire."""
+    from mambaeye.ops import bias_gelu
+
+    if backend == "triton":
+        fused = bias_gelu.bias_gelu_channel_first
+        monkeypatch.setattr("mambaeye.models.vmamba.bias_gelu_channel_first",
+                            lambda x, b: fused(x, b, backend="triton"))
+    first, last = Mlp(6, 24, channel_first=True), Mlp(6, 24, channel_first=False)
+    last.load_state_dict(first.state_dict())
+    seen = []
+    first.fc1.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    y = first(x)
+    y_ref = last(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    assert seen == [(2, 24, 5, 7)]
+    grads = torch.autograd.grad(y.square().sum(), [x, first.fc1.weight, first.fc1.bias])
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), [x, last.fc1.weight, last.fc1.bias])
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
 
 
 def test_layer_norm_2d_output_dtype_under_autocast():
