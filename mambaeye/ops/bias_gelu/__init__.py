@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layer_norm import _DTYPES, _as_bcl, _autocast_off
+from ..layer_norm import _DTYPES, _as_bcl, _autocast_off, _compute_dtype
 from ..selective_scan import _resolve_backend, _through_custom_op
 
 __all__ = ["bias_gelu_channel_first", "bias_gelu_channel_first_ref"]
@@ -30,7 +30,7 @@ __all__ = ["bias_gelu_channel_first", "bias_gelu_channel_first_ref"]
 def bias_gelu_channel_first_ref(x: Tensor, bias: Tensor) -> Tensor:
     """The definition in PyTorch: x (B, C, *S), bias (C,) -> gelu(x + bias) in x's dtype, computed in float32
     (float64 for float64 x) with autocast off."""
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    cdt = _compute_dtype(x)
     with _autocast_off(x):
         y = F.gelu(x.to(cdt) + bias.to(cdt).view(-1, *(1,) * (x.dim() - 2)))
     return y.to(x.dtype)
@@ -83,8 +83,9 @@ class _BiasGeluFunction(torch.autograd.Function):
     def forward(ctx, x, bias):
         from .triton_bias_gelu import bias_gelu_fwd
 
-        ctx.save_for_backward(x, bias)
-        return bias_gelu_fwd(x, bias)
+        y = bias_gelu_fwd(x, bias)
+        _setup_context(ctx, (x, bias), y)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
