@@ -59,13 +59,18 @@ def _compile(fn, args, kwargs):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}), num_warps
 
 
-def _sass_report(compiled) -> str:
+def _sass(compiled) -> tuple[str, str]:
+    """(SASS listing, cuobjdump's resource usage) of a compiled kernel."""
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(compiled.asm["cubin"])
         f.flush()
         sass = subprocess.run([f"{bindir}/nvdisasm", "-c", f.name], capture_output=True, text=True).stdout
         usage = subprocess.run([f"{bindir}/cuobjdump", "-res-usage", f.name], capture_output=True, text=True).stdout
+    return sass, usage
+
+
+def _sass_report(sass: str, usage: str) -> str:
     ops = collections.Counter(m.group(1).split(".")[0] for m in
                               re.finditer(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass))
     regs, stack = re.search(r"REG:(\d+)", usage).group(1), re.search(r"STACK:(\d+)", usage).group(1)
@@ -78,6 +83,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", default="vim_ti_224", choices=[s for s in SHAPES if s != "cpu_1d"])
     p.add_argument("--ttgir", action="store_true", help="print the TTGIR layout definitions too")
+    p.add_argument("--dump", metavar="DIR", help="write each kernel's SASS and TTGIR into DIR")
     args = p.parse_args()
     t = make_inputs(SHAPES[args.shape], torch.bfloat16, "meta", requires_grad=False)
     u, delta, A, B, C, D, z, bias = (t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))
@@ -97,7 +103,13 @@ def main() -> None:
             compiled, num_warps = _compile(recorder.fn, call_args, call_kwargs)
             blocks = {k: v for k, v in call_kwargs.items() if k.startswith("BLOCK") or k == "PREFETCH"}
             print(f"== {name} at {args.shape}: grid {grid}, {num_warps} warps, {blocks}")
-            print("  ", _sass_report(compiled))
+            sass, usage = _sass(compiled)
+            print("  ", _sass_report(sass, usage))
+            if args.dump:
+                os.makedirs(args.dump, exist_ok=True)
+                for ext, text in (("sass", sass), ("ttgir", compiled.asm["ttgir"])):
+                    with open(os.path.join(args.dump, f"{name.strip('_')}.{ext}"), "w") as f:
+                        f.write(text)
             ir = compiled.asm["ttgir"]
             conversions, scans, reductions = (ir.count(op) for op in ("ttg.convert_layout", '"tt.scan"', '"tt.reduce"'))
             print(f"   TTGIR: {conversions} layout conversions, {scans} scans, {reductions} reductions")

@@ -109,15 +109,33 @@ def test_triton_many_tiles(monkeypatch, bc, groups):
 @pytest.mark.parametrize("prefetch", [False, True], ids=["plain", "prefetch"])
 @pytest.mark.parametrize("bc,groups", [("step", 1), ("grouped", 2), ("fixed", 1)])
 def test_triton_sequence_split(monkeypatch, bc, groups, prefetch):
-    """The forward split across programs along L (segment end states chained): outputs, states, gradients."""
+    """Forward and backward split across programs along L (segment summaries chained): outputs, states,
+    gradients."""
     default = triton_scan._launch_config
     monkeypatch.setattr(triton_scan, "_launch_config", lambda *args: (*default(*args)[:4], prefetch))
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 4)
     monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", 1 << 20)
     monkeypatch.setattr(triton_scan, "TARGET_PROGRAMS", 1 << 20)
     assert triton_scan._num_segments(4, triton_scan.num_state_chunks(2, 4, 221, 4)) == 3  # 56 tiles of 4 steps
+    grids = {}
+    for name in ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_segment_kernel", "_scan_bwd_kernel"):
+        monkeypatch.setattr(triton_scan, name, _GridRecorder(getattr(triton_scan, name), grids.setdefault(name, [])))
     inputs = make_inputs(2, 4, 221, 4, bc=bc, groups=groups)
     assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
+    # 3 segments: summaries of the segments whose state (forward) or carry (backward) another one reads
+    assert [g[2] for g in grids["_scan_segment_kernel"] + grids["_scan_bwd_segment_kernel"]] == [2, 2]
+    assert [g[2] for g in grids["_scan_fwd_kernel"] + grids["_scan_bwd_kernel"]] == [3, 3]
+
+
+class _GridRecorder:
+    """Wraps a @triton.jit kernel: ``kernel[grid](...)`` launches it and appends grid to ``grids``."""
+
+    def __init__(self, kernel, grids):
+        self.kernel, self.grids = kernel, grids
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kernel[grid]
 
 
 @needs_triton

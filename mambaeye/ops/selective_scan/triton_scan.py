@@ -292,10 +292,77 @@ def _scan_fwd_kernel(
 
 
 @triton.jit
+def _scan_bwd_segment_kernel(
+    dout_ptr, delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, cz_ptr, dtsum_ptr,
+    dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dim_per_group_C, stride_C_b, stride_C_g, stride_C_n,
+    u_dim, stride_dout_b, stride_dout_d, stride_delta_b, stride_delta_d, stride_z_b, stride_z_d,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, C_FIXED: tl.constexpr,
+    DT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PAIRED: tl.constexpr,
+    REVERSE: tl.constexpr,
+):
+    """Pass 1 of the backward split along L: the adjoint carry ``a_{t0} g_{t0}`` that leaves each segment to
+    the left when a zero carry enters it from the right, and sum(dt) over the segment (the carry entering from
+    the right leaves multiplied by exp(A * sum dt)). cz: (B, D, n_seg, N); dtsum: (B, D, n_seg). Segment 0's
+    summary is never read: the programs are segments 1 .. n_seg - 1."""
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    seg = tl.program_id(2) + 1
+    d0 = pid_d * BLOCK_D
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = tl.arange(0, BLOCK_L)
+    gC = d0 // dim_per_group_C
+    C_blk = C_ptr + b * stride_C_b + gC * stride_C_g  # this (batch, group)'s (N, L) block (strides 0 if fixed)
+    n_mask = offs_n[:, None] < dstate
+    A2 = tl.load(A_ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=n_mask, other=0.0).to(DT) * 1.4426950408889634
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(DT)
+    direction = d0 // u_dim
+    row_do = b * stride_dout_b + offs_d * stride_dout_d
+    row_dt = b * stride_delta_b + offs_d * stride_delta_d
+    row_z = b * stride_z_b + offs_d * stride_z_d
+    carry = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    dt_total = tl.zeros((BLOCK_D,), dtype=DT)
+    first_tile = seg * tiles_per_seg
+    end_tile = tl.minimum(first_tile + tiles_per_seg, n_tiles)
+    for i in range(first_tile, end_tile):
+        tile = first_tile + end_tile - 1 - i  # the segment's tiles, last first
+        offs_l = tile * BLOCK_L + offs_t
+        l_mask = offs_l[:, None] < length
+        pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
+        pos_next = _seq_index(offs_l + 1, length, direction, PAIRED, REVERSE)[:, None]
+        dt = tl.load(delta_ptr + row_dt[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
+        dt_next = tl.load(delta_ptr + row_dt[None, :] + pos_next, mask=offs_l[:, None] + 1 < length,
+                          other=0.0).to(DT)
+        dy = tl.load(dout_ptr + row_do[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
+        if HAS_Z:
+            zt = tl.load(z_ptr + row_z[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
+            dy *= zt * tl.sigmoid(zt)
+        if HAS_BIAS:
+            dt += bias[None, :]
+            dt_next += bias[None, :]
+        if SOFTPLUS:
+            dt = _softplus(dt)
+            dt_next = _softplus(dt_next)
+        dt = tl.where(l_mask, dt, 0.0)
+        Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_l, pos, dstate, length, C_FIXED, DT)
+        decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
+        decay_next = tl.exp2(dt_next[:, None, :] * A2[None, :, :])
+        c = Ct * dy[:, None, :]
+        c = tl.where(offs_t[:, None, None] == BLOCK_L - 1, c + carry[None, :, :], c)
+        _, g = tl.associative_scan((tl.flip(decay_next, 0), tl.flip(c, 0)), 0, _combine)  # see _scan_bwd_kernel
+        g = tl.flip(g, 0)
+        carry = tl.sum(tl.where(offs_t[:, None, None] == 0, decay * g, 0.0), 0)
+        dt_total += tl.sum(dt, 0)
+    tl.store(cz_ptr + ((b * dim + offs_d[None, :]) * n_seg + seg) * dstate + offs_n[:, None], carry, mask=n_mask)
+    tl.store(dtsum_ptr + (b * dim + offs_d) * n_seg + seg, dt_total)
+
+
+@triton.jit
 def _scan_bwd_kernel(
     dout_ptr, dlast_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-    dim, length, dstate, n_tiles,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, cz_ptr, dtsum_ptr,
+    dim, length, dstate, n_tiles, tiles_per_seg, n_seg,
     dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_B_n, stride_C_b, stride_C_g, stride_C_n,
     u_dim, u_share, stride_dout_b, stride_dout_d, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
     stride_z_b, stride_z_d, stride_du_b, stride_du_d, stride_ddelta_b, stride_ddelta_d, stride_dz_b, stride_dz_d,
@@ -305,8 +372,13 @@ def _scan_bwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
     PAIRED: tl.constexpr, REVERSE: tl.constexpr,
 ):
+    # With n_seg > 1 the sequence is split across programs (axis 2): segment s enters (from the right) with the
+    # carry chained from the summaries of segments s+1 .. n_seg-1 that _scan_bwd_segment_kernel wrote, and
+    # writes its per-channel gradients into its own slice (seg * batch + b) of dA, dD, ... (summed on the host).
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
+    seg = tl.program_id(2)
+    sb = seg * tl.num_programs(1) + b  # this program's slice of the per-channel gradients
     d0 = pid_d * BLOCK_D
     offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
@@ -317,6 +389,7 @@ def _scan_bwd_kernel(
     C_blk = C_ptr + b * stride_C_b + gC * stride_C_g
     n_mask = offs_n[:, None] < dstate
     nd_ptrs = (b * dim + offs_d[None, :]) * dstate + offs_n[:, None]  # (BN, BD) into (B, D, N)
+    nd_out = (sb * dim + offs_d[None, :]) * dstate + offs_n[:, None]  # into (n_seg * B, D, N)
 
     A = tl.load(A_ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=n_mask, other=0.0).to(DT)
     A2 = A * 1.4426950408889634
@@ -330,6 +403,12 @@ def _scan_bwd_kernel(
         carry = tl.load(dlast_ptr + nd_ptrs, mask=n_mask, other=0.0).to(DT)
     else:
         carry = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    for i in range(seg + 1, n_seg):  # carry(s) = exp(A sum dt over s+1) carry(s+1) + cz(s+1), from the end
+        nxt = n_seg + seg - i
+        dt_sum = tl.load(dtsum_ptr + (b * dim + offs_d) * n_seg + nxt).to(DT)
+        cz = tl.load(cz_ptr + ((b * dim + offs_d[None, :]) * n_seg + nxt) * dstate + offs_n[:, None],
+                     mask=n_mask, other=0.0).to(DT)
+        carry = tl.exp2(A2 * dt_sum[None, :]) * carry + cz
     dA_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dB_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dC_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
@@ -345,8 +424,11 @@ def _scan_bwd_kernel(
     row_du = b * stride_du_b + offs_d * stride_du_d
     row_ddt = b * stride_ddelta_b + offs_d * stride_ddelta_d
     row_dz = b * stride_dz_b + offs_d * stride_dz_d
-    # tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is processed
-    last = (n_tiles - 1) * BLOCK_L + offs_t
+    # the segment's tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is
+    # processed
+    first_tile = seg * tiles_per_seg
+    end_tile = tl.minimum(first_tile + tiles_per_seg, n_tiles)
+    last = (end_tile - 1) * BLOCK_L + offs_t
     lmask = (last[:, None] < length) & PREFETCH
     lpos1 = _seq_index(last, length, direction, PAIRED, REVERSE)
     lpos = lpos1[:, None]
@@ -360,14 +442,14 @@ def _scan_bwd_kernel(
                   DT)
     Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, last, lpos1, dstate, length, C_FIXED,
                   DT)
-    for i in range(n_tiles):
-        tile = n_tiles - 1 - i
+    for i in range(first_tile, end_tile):
+        tile = first_tile + end_tile - 1 - i
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
         pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
         pos2 = pos[:, None]  # (BL, 1)
         offs_ld = offs_l - BLOCK_L * PREFETCH
-        mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= 0)
+        mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= first_tile * BLOCK_L)
         pos_ld1 = _seq_index(offs_ld, length, direction, PAIRED, REVERSE)
         pos_ld = pos_ld1[:, None]
         pos_ld_next = _seq_index(offs_ld + 1, length, direction, PAIRED, REVERSE)[:, None]
@@ -377,9 +459,10 @@ def _scan_bwd_kernel(
                          other=0.0)
         dout_ld = tl.load(dout_ptr + row_do[None, :] + pos_ld, mask=mask_ld, other=0.0)
         z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
-        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_ld, pos_ld1, dstate, length,
+        offs_bc = tl.where(offs_ld >= first_tile * BLOCK_L, offs_ld, -1)  # before the segment: masked out
+        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
                          B_FIXED, DT)
-        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_ld, pos_ld1, dstate, length,
+        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
                          C_FIXED, DT)
         if not PREFETCH:
             u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
@@ -464,15 +547,15 @@ def _scan_bwd_kernel(
         if PREFETCH:
             u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
-    tl.store(dA_ptr + nd_ptrs, dA_acc, mask=n_mask)
+    tl.store(dA_ptr + nd_out, dA_acc, mask=n_mask)
     if B_FIXED:
-        tl.store(dB_ptr + nd_ptrs, dB_acc, mask=n_mask)
+        tl.store(dB_ptr + nd_out, dB_acc, mask=n_mask)
     if C_FIXED:
-        tl.store(dC_ptr + nd_ptrs, dC_acc, mask=n_mask)
+        tl.store(dC_ptr + nd_out, dC_acc, mask=n_mask)
     if HAS_D:
-        tl.store(dD_ptr + b * dim + offs_d, dD_acc)
+        tl.store(dD_ptr + sb * dim + offs_d, dD_acc)
     if HAS_BIAS:
-        tl.store(dbias_ptr + b * dim + offs_d, dbias_acc)
+        tl.store(dbias_ptr + sb * dim + offs_d, dbias_acc)
 
 
 def compute_dtype(u: Tensor):
@@ -605,31 +688,45 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     du = torch.empty_like(delta, dtype=u.dtype) if paired else torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    per_channel = (batch, dim, dstate)
+    n_seg = _num_segments(batch * (dim // block_d), n_tiles)
+    tiles_per_seg = triton.cdiv(n_tiles, n_seg)
+    n_seg = triton.cdiv(n_tiles, tiles_per_seg)
+    # per-channel gradients: one slice per (segment, batch element), summed below
+    per_channel = (n_seg * batch, dim, dstate)
     dA = torch.empty(per_channel, device=u.device, dtype=state_dtype)
     dB = (torch.empty(per_channel, device=u.device, dtype=state_dtype) if B.dim() == 2
           else torch.zeros_like(B, dtype=state_dtype))
     dC = (torch.empty(per_channel, device=u.device, dtype=state_dtype) if C.dim() == 2
           else torch.zeros_like(C, dtype=state_dtype))
-    dD = torch.empty(batch, dim, device=u.device, dtype=state_dtype) if D is not None else None
-    dbias = torch.empty(batch, dim, device=u.device, dtype=state_dtype) if delta_bias is not None else None
+    dD = torch.empty(n_seg * batch, dim, device=u.device, dtype=state_dtype) if D is not None else None
+    dbias = torch.empty(n_seg * batch, dim, device=u.device, dtype=state_dtype) if delta_bias is not None else None
+    cz = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
+    dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
     dpg_B, *B_strides = _bc_args(B, dim)
     dpg_C, *C_strides = _bc_args(C, dim)
     placeholder = du
-    grid = (dim // block_d, batch)
+    flags = dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+                 C_FIXED=C.dim() == 2, DT=DT, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l,
+                 PAIRED=bool(paired), REVERSE=bool(reverse))
+    if n_seg > 1:  # the first segment's summary is never read
+        _scan_bwd_segment_kernel[(dim // block_d, batch, n_seg - 1)](
+            dout, delta, A, C, z if z is not None else placeholder,
+            delta_bias if delta_bias is not None else placeholder, cz, dtsum,
+            dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_C, *C_strides, u_dim,
+            *_bd_strides(dout), *_bd_strides(delta), *_bd_strides(z), **flags, num_warps=num_warps,
+        )
+    grid = (dim // block_d, batch, n_seg)
     _scan_bwd_kernel[grid](
         dout, dlast_state.contiguous() if dlast_state is not None else placeholder, u, delta, A, B, C,
         D if D is not None else placeholder, z if z is not None else placeholder,
         delta_bias if delta_bias is not None else placeholder, chunk_states,
         du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
-        dD if dD is not None else placeholder, dbias if dbias is not None else placeholder,
-        dim, length, dstate, n_tiles, dpg_B, dpg_C, *B_strides, *C_strides, u_dim, u_share,
+        dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
+        dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim, u_share,
         *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
         *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-        B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, HAS_DLAST=dlast_state is not None, DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, PAIRED=bool(paired),
-        REVERSE=bool(reverse), num_warps=num_warps,
+        HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
+        **flags, num_warps=num_warps,
     )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
