@@ -88,7 +88,7 @@ def main() -> None:
     t = make_inputs(SHAPES[args.shape], torch.bfloat16, "meta", requires_grad=False)
     u, delta, A, B, C, D, z, bias = (t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))
     kernels = {name: _Recorder(getattr(triton_scan, name)) for name in
-               ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_kernel")}
+               ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_segment_kernel", "_scan_bwd_kernel")}
     saved = {name: getattr(triton_scan, name) for name in kernels}
     try:
         for name, recorder in kernels.items():

@@ -370,15 +370,23 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    PAIRED: tl.constexpr, REVERSE: tl.constexpr,
+    PAIRED: tl.constexpr, REVERSE: tl.constexpr, SPLIT: tl.constexpr,
 ):
-    # With n_seg > 1 the sequence is split across programs (axis 2): segment s enters (from the right) with the
-    # carry chained from the summaries of segments s+1 .. n_seg-1 that _scan_bwd_segment_kernel wrote, and
+    # SPLIT (n_seg > 1): the sequence is split across programs (axis 2): segment s enters (from the right) with
+    # the carry chained from the summaries of segments s+1 .. n_seg-1 that _scan_bwd_segment_kernel wrote, and
     # writes its per-channel gradients into its own slice (seg * batch + b) of dA, dD, ... (summed on the host).
+    # A constexpr so that the unsplit kernel carries none of it (H100: 17% slower bwd at long_1d with it).
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    seg = tl.program_id(2)
-    sb = seg * tl.num_programs(1) + b  # this program's slice of the per-channel gradients
+    if SPLIT:
+        seg = tl.program_id(2)
+        first_tile = seg * tiles_per_seg
+        end_tile = tl.minimum(first_tile + tiles_per_seg, n_tiles)
+        sb = seg * tl.num_programs(1) + b  # this program's slice of the per-channel gradients
+    else:
+        first_tile = 0
+        end_tile = n_tiles
+        sb = b
     d0 = pid_d * BLOCK_D
     offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
@@ -403,12 +411,13 @@ def _scan_bwd_kernel(
         carry = tl.load(dlast_ptr + nd_ptrs, mask=n_mask, other=0.0).to(DT)
     else:
         carry = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
-    for i in range(seg + 1, n_seg):  # carry(s) = exp(A sum dt over s+1) carry(s+1) + cz(s+1), from the end
-        nxt = n_seg + seg - i
-        dt_sum = tl.load(dtsum_ptr + (b * dim + offs_d) * n_seg + nxt).to(DT)
-        cz = tl.load(cz_ptr + ((b * dim + offs_d[None, :]) * n_seg + nxt) * dstate + offs_n[:, None],
-                     mask=n_mask, other=0.0).to(DT)
-        carry = tl.exp2(A2 * dt_sum[None, :]) * carry + cz
+    if SPLIT:
+        for i in range(seg + 1, n_seg):  # carry(s) = exp(A sum dt over s+1) carry(s+1) + cz(s+1), from the end
+            nxt = n_seg + seg - i
+            dt_sum = tl.load(dtsum_ptr + (b * dim + offs_d) * n_seg + nxt).to(DT)
+            cz = tl.load(cz_ptr + ((b * dim + offs_d[None, :]) * n_seg + nxt) * dstate + offs_n[:, None],
+                         mask=n_mask, other=0.0).to(DT)
+            carry = tl.exp2(A2 * dt_sum[None, :]) * carry + cz
     dA_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dB_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dC_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
@@ -426,8 +435,6 @@ def _scan_bwd_kernel(
     row_dz = b * stride_dz_b + offs_d * stride_dz_d
     # the segment's tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is
     # processed
-    first_tile = seg * tiles_per_seg
-    end_tile = tl.minimum(first_tile + tiles_per_seg, n_tiles)
     last = (end_tile - 1) * BLOCK_L + offs_t
     lmask = (last[:, None] < length) & PREFETCH
     lpos1 = _seq_index(last, length, direction, PAIRED, REVERSE)
@@ -459,7 +466,9 @@ def _scan_bwd_kernel(
                          other=0.0)
         dout_ld = tl.load(dout_ptr + row_do[None, :] + pos_ld, mask=mask_ld, other=0.0)
         z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
-        offs_bc = tl.where(offs_ld >= first_tile * BLOCK_L, offs_ld, -1)  # before the segment: masked out
+        offs_bc = offs_ld
+        if SPLIT:
+            offs_bc = tl.where(offs_ld >= first_tile * BLOCK_L, offs_ld, -1)  # before the segment: masked out
         Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
                          B_FIXED, DT)
         Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
@@ -580,26 +589,27 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
 
     From benchmarks/scan_sweep.py on an H100 (table in benchmarks/NOTES.md): small tiles of 8 channels and one
     warp win - more programs in flight hide the latency of the sequential loop, and the backward's larger live
-    set does not spill. With too few programs (long sequences at small batch) the forward splits the sequence
-    (_num_segments) and the backward narrows its channel blocks to 4 (below 2048 programs of 8). Loading the
-    next tile ahead pays for small N, where the loop is memory-bound, and in the backward when even 4-channel
-    blocks leave fewer than 1024 programs (vim_ti_1248 fwd+bwd 2.88 -> 2.55 ms; long_1d, 3072 programs, got
-    slower with it).
+    set does not spill. With too few programs (long sequences at small batch: below MIN_PROGRAMS) forward and
+    backward split the sequence (_num_segments); between MIN_PROGRAMS and 2048 programs of 8 the backward
+    narrows its channel blocks to 4 instead (long_1d). vim_ti_1248 bwd: 2.00 ms unsplit with 4 channels,
+    1.90 split with 4, 1.40 split with 8. Loading the next tile ahead pays for small N, where the loop is
+    memory-bound. (It also paid in the backward below 1024 programs - vim_ti_1248 fwd+bwd 2.88 -> 2.55 ms
+    before the backward split; split, it makes no difference there (1.402 vs 1.403 ms) and spills.)
     """
     block_n = _block_n(dstate)
     block_l = _block_l(length, dstate)
     wanted = 8
-    while backward and wanted > 4 and batch * dim // wanted < 2048:
-        wanted //= 2
+    if backward and MIN_PROGRAMS <= batch * dim // wanted < 2048:  # below MIN_PROGRAMS the sequence is split
+        wanted = 4
     block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), wanted)
     num_warps = min(8, max(1, block_d * block_n * block_l // (32 * 32)))
-    few_programs = backward and batch * dim // block_d < 1024
-    return block_d, block_n, block_l, num_warps, block_n < 8 or few_programs
+    return block_d, block_n, block_l, num_warps, block_n < 8
 
 
-# Below MIN_PROGRAMS (batch x channel blocks) the forward splits the sequence across programs until about
-# TARGET_PROGRAMS run. H100: vim_ti_1248 (384 programs) fwd 1.04 -> 0.53 ms split; long_1d (1536 programs)
-# and vmamba_v0_stage1 (3072) got slower split (0.74 -> 1.10, 1.08 -> 1.46 ms). Tests lower the thresholds.
+# Below MIN_PROGRAMS (batch x channel blocks) forward and backward split the sequence across programs until
+# about TARGET_PROGRAMS run. H100: vim_ti_1248 (384 programs) fwd 1.04 -> 0.53 ms split, bwd 2.00 -> 1.40;
+# long_1d (1536 programs) and vmamba_v0_stage1 (3072) got slower split (fwd 0.74 -> 1.10, 1.08 -> 1.46 ms;
+# fwd+bwd with MIN_PROGRAMS 4096: 4.50 -> 5.47, 5.43 -> 6.45). Tests raise the thresholds to force splits.
 MIN_PROGRAMS = 1024
 TARGET_PROGRAMS = 8192
 
@@ -726,7 +736,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
         *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
         *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
         HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
-        **flags, num_warps=num_warps,
+        SPLIT=n_seg > 1, **flags, num_warps=num_warps,
     )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
