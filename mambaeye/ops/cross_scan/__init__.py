@@ -21,6 +21,7 @@ from torch import Tensor
 from ..layer_norm import layer_norm_channel_first
 from ..selective_scan import _resolve_backend, selective_scan
 from .naive import ScanOrder, cross_merge, cross_scan, default_directions, scan_orders, valid_directions
+from .projection import dt_projection
 
 __all__ = [
     "cross_selective_scan",
@@ -39,7 +40,7 @@ def _fp32(t: Tensor) -> Tensor:
 
 
 def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dstate: int,
-                force_fp32: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                force_fp32: bool = False, kernels: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """u, delta, B, C of the grouped scan from the sequences its K directions read.
 
     src (B, S, D, L) holds S sequences; the directions are grouped by the sequence they read, K // S each, in
@@ -51,14 +52,15 @@ def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dst
     Both projections are broadcast matmuls, i.e. small GEMMs on views: no permuted copy of the result (as einsum
     makes), and the weight gradients are reduced per (batch, sequence) before the sum over the batch - einsum's
     one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an H100 at VMamba-T's first
-    stage; benchmarks/NOTES.md).
+    stage; benchmarks/NOTES.md). With ``kernels`` the dt projection's forward is a Triton kernel for half inputs
+    on CUDA (:mod:`.projection`); without, a matmul (the torch backend).
     """
     batch, n_src, dim, length = src.shape
     k, rank = dt_projs_weight.shape[0], dt_projs_weight.shape[2]
     x_dbl = torch.matmul(x_proj_weight.reshape(n_src, -1, dim), src).view(batch, k, -1, length)  # (B, K, R+2N, L)
     dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
     u = src.view(batch, n_src * dim, length)
-    delta = torch.matmul(dt_projs_weight, dts).view(batch, k * dim, length)
+    delta = dt_projection(dt_projs_weight, dts, backend="auto" if kernels else "torch")  # (B, K*D, L)
     if force_fp32:
         u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
     return u, delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)
@@ -163,7 +165,8 @@ def cross_selective_scan(
         y = cross_scan_2d(x, x_proj_weight, dt_projs_weight, A, _fp32(Ds), delta_bias,
                           delta_softplus=delta_softplus, force_fp32=force_fp32)
     else:
-        u, delta, Bs, Cs = scan_inputs(cross_scan(x, k), x_proj_weight, dt_projs_weight, dstate, force_fp32)
+        u, delta, Bs, Cs = scan_inputs(cross_scan(x, k), x_proj_weight, dt_projs_weight, dstate, force_fp32,
+                                       kernels=resolved == "triton")
         ys = selective_scan(u, delta, A, Bs, Cs, _fp32(Ds), delta_bias=delta_bias, delta_softplus=delta_softplus,
                             backend=resolved)  # (B, K * D, L)
         y = cross_merge(ys.view(batch, k, dim, length), spatial)  # (B, D, *spatial)

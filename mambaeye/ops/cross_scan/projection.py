@@ -1,0 +1,99 @@
+"""The cross-scan's per-direction dt projection: delta = W_k @ dts_k for every direction k.
+
+    weight (K, D, R), dts (B, K, R, L) -> delta (B, K*D, L),   delta[b, k*D + d, l] = sum_r W[k, d, r] dts[b, k, r, l]
+    d dts = W_k^T @ d delta_k,   d W_k = sum_b d delta_k dts_k^T
+
+:func:`dt_projection` is ``torch.matmul(weight, dts)`` (a broadcast matmul over the batch) except for float16 /
+bfloat16 dts on CUDA with Triton, where the forward is one Triton kernel (:mod:`.triton_projection`; cuBLAS
+runs it as K * B GEMMs with a reduction of only R = 6..48, 3x slower on an H100) and the backward the same two
+matmuls autograd would run. The weight is cast to dts' dtype, as autocast casts it for the matmul; its gradient
+comes back in the weight's dtype, summed over the batch in float32. The Triton path is a ``torch.library`` custom
+op (fake and autograd registered) so ``torch.compile(fullgraph=True)`` traces it; eager calls go through an
+autograd.Function over the same launcher (no dispatcher cost a call).
+
+Triton's CPU interpreter (3.8) computes bfloat16 ``tl.dot`` wrongly, so on CPU (TRITON_INTERPRET=1, the tests)
+only float16 takes the kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..selective_scan import _through_custom_op, _triton_importable, _triton_interpreted
+
+__all__ = ["dt_projection"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+@torch.library.custom_op("mambaeye::dt_projection_fwd", mutates_args=())
+def _fwd(weight: Tensor, dts: Tensor) -> Tensor:
+    from .triton_projection import dt_projection_fwd
+
+    return dt_projection_fwd(weight, dts)
+
+
+@_fwd.register_fake
+def _fwd_fake(weight, dts):
+    batch, k, _, length = dts.shape
+    return dts.new_empty(batch, k * weight.shape[1], length)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, dy):
+    weight, dts = ctx.saved_tensors
+    batch, k, _, length = dts.shape
+    dy = dy.view(batch, k, weight.shape[1], length)
+    ddts = torch.matmul(weight.to(dts.dtype).transpose(1, 2), dy)  # (B, K, R, L)
+    dweight = torch.matmul(dy, dts.transpose(2, 3)).sum(0, dtype=torch.float32)  # (K, D, R)
+    return dweight.to(weight.dtype), ddts
+
+
+_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _DtProjectionFunction(torch.autograd.Function):
+    """Eager path without the dispatcher's per-call host cost (see selective_scan's _ScanFunction)."""
+
+    @staticmethod
+    def forward(ctx, weight, dts):
+        from .triton_projection import dt_projection_fwd
+
+        y = dt_projection_fwd(weight, dts)
+        _setup_context(ctx, (weight, dts), y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _backward(ctx, dy.contiguous())
+
+
+def _use_kernel(dts: Tensor) -> bool:
+    if not _triton_importable():
+        return False
+    if dts.is_cuda:
+        return dts.dtype in _HALF
+    return _triton_interpreted() and dts.dtype == torch.float16 and dts.device.type == "cpu"
+
+
+def dt_projection(weight: Tensor, dts: Tensor, backend: str = "auto") -> Tensor:
+    """weight (K, D, R), dts (B, K, R, L) -> (B, K*D, L): ``torch.matmul(weight, dts)`` with the directions
+    stacked along the channels. ``backend``: "auto" (the Triton kernel where it applies, see the module
+    docstring) or "torch" (always the matmul)."""
+    if weight.dim() != 3 or dts.dim() != 4 or dts.shape[1] != weight.shape[0] or dts.shape[2] != weight.shape[2]:
+        raise ValueError(f"dt_projection: expected weight (K, D, R) and dts (B, K, R, L), got {tuple(weight.shape)} "
+                         f"and {tuple(dts.shape)}")
+    if backend not in ("auto", "torch"):
+        raise ValueError(f"dt_projection: backend must be 'auto' or 'torch', got {backend!r}")
+    batch, k, _, length = dts.shape
+    if backend == "torch" or not _use_kernel(dts) or dts.numel() == 0 or weight.device != dts.device:
+        return torch.matmul(weight, dts).view(batch, k * weight.shape[1], length)
+    if dts.stride(3) != 1:
+        dts = dts.contiguous()
+    weight = weight.contiguous()
+    op = _fwd if _through_custom_op(dts) else _DtProjectionFunction.apply
+    return op(weight, dts)
