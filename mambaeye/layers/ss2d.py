@@ -35,7 +35,9 @@ number of parameter sets. A_logs, Ds and dt_projs_bias are tagged ``_no_weight_d
 
 ``fused`` (default: on with the triton backend in 2D) runs the scan with the direction order inside the
 kernels (:mod:`mambaeye.ops.cross_scan.fused`) instead of writing re-ordered copies; False forces the
-explicit PyTorch cross-scan/merge reference.
+explicit PyTorch cross-scan/merge reference. With the triton backend in 2D the depthwise conv and its SiLU are
+also one kernel (:mod:`mambaeye.ops.dwconv`), reading ``conv2d``'s parameters without calling the module (its
+hooks do not fire there).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.cross_scan import cross_selective_scan, default_directions, valid_directions
+from ..ops.dwconv import depthwise_conv2d_silu
+from ..ops.selective_scan import _resolve_backend
 from .mamba import _fp32_param, _resolve_dt_rank, check_ssm_args, dt_bias_init, s4d_real_A_log
 
 __all__ = ["SS2D", "SS3D"]
@@ -203,9 +207,11 @@ class SS2D(nn.Module):
                 x = xz
             x = x.movedim(-1, 1).contiguous()  # (B, Di, *S)
         conv = self.conv
-        if conv is not None:
-            x = conv(x)
-        x = F.silu(x)
+        if conv is not None and self.spatial_dims == 2 and conv.kernel_size[0] % 2 == 1 and (
+                _resolve_backend(self.backend, x) == "triton"):
+            x = depthwise_conv2d_silu(x, conv.weight, conv.bias, backend="triton")  # one pass
+        else:
+            x = F.silu(conv(x) if conv is not None else x)
 
         y = cross_selective_scan(
             x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds,

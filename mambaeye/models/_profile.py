@@ -77,7 +77,21 @@ def _paired_scan(args, out) -> int:
     return 9 * batch * dim * length * A.shape[1] + batch * dim * length
 
 
+def _depthwise_conv(args, out) -> int:
+    """mambaeye.ops.dwconv's fused depthwise conv + SiLU: counted as the convolution (the SiLU is free)."""
+    weight = args[1]
+    return out.numel() * weight.shape[1] * math.prod(weight.shape[2:])
+
+
+def _dt_projection(args, out) -> int:
+    """mambaeye.ops.cross_scan.projection's dt projection: weight (K, D, R) x dts (B, K, R, L), a batched matmul."""
+    weight, dts = args[0], args[1]
+    return dts.shape[0] * weight.numel() * dts.shape[3]
+
+
 def _flop_rules() -> dict:
+    """aten ops by overload, mambaeye's custom ops by name (some register only when their module is first imported,
+    e.g. the fused cross-scan's, which may be after the counter was made)."""
     rules: dict = {
         aten.mm.default: _mm,
         aten.addmm.default: _mm,
@@ -88,15 +102,14 @@ def _flop_rules() -> dict:
         aten.mean.dim: _mean,
         aten.mean.default: _mean,
         aten._adaptive_avg_pool2d.default: _mean,
+        "mambaeye::selective_scan_fwd": _scan,
+        "mambaeye::paired_scan_fwd": _paired_scan,
+        "mambaeye::layer_norm_channel_first_fwd": _layer_norm,
+        "mambaeye::depthwise_conv2d_silu_fwd": _depthwise_conv,
+        "mambaeye::dt_projection_fwd": _dt_projection,
     }
     if hasattr(aten, "_fused_rms_norm"):
         rules[aten._fused_rms_norm.default] = _rms_norm
-    ops = getattr(torch.ops, "mambaeye", None)
-    for name, rule in (("selective_scan_fwd", _scan), ("paired_scan_fwd", _paired_scan),
-                       ("layer_norm_channel_first_fwd", _layer_norm)):
-        op = getattr(ops, name, None)
-        if op is not None:
-            rules[op.default] = rule
     return rules
 
 
@@ -110,13 +123,13 @@ class _FlopCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        rule = self.rules.get(func)
+        rule = self.rules.get(func) or self.rules.get(func.name())
         if rule is not None:
             first = out[0] if isinstance(out, (tuple, list)) else out
             n = rule(args, first)
             label = self.current()
             self.flops[label] = self.flops.get(label, 0) + n
-            if rule is _scan:
+            if rule in (_scan, _paired_scan):
                 self.scan_flops[label] = self.scan_flops.get(label, 0) + n
         return out
 

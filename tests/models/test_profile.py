@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mambaeye.models import count_flops, create_model, profile
-from mambaeye.ops.selective_scan import selective_scan
+from mambaeye.ops.selective_scan import available_backends, selective_scan
 
 from ._small import OFFICIAL_PARAMS, PUBLISHED_GFLOPS
 
@@ -79,3 +79,18 @@ def test_profile_3d_int_img_size_means_every_axis():
     result = profile("umamba_bot", img_size=32, in_chans=2, num_classes=3, spatial_dims=3, n_stages=3)
     assert result.input_shape == (1, 2, 32, 32, 32)
     assert result.output_shapes == [(1, 3, 32, 32, 32), (1, 3, 16, 16, 16)]
+
+
+@pytest.mark.skipif("triton" not in available_backends("cpu"),
+                    reason="needs triton under TRITON_INTERPRET=1")
+def test_fused_kernels_count_as_the_operations_they_replace():
+    """SS2D through the triton kernels (fused cross-scan, dt projection, conv + SiLU: custom ops, some registered
+    only when first used) counts what the PyTorch composition counts."""
+    from mambaeye.layers import SS2D
+
+    x = torch.randn(1, 16, 6, 7).half()
+    counts = {}
+    for backend in ("torch", "triton"):
+        torch.manual_seed(0)
+        counts[backend] = count_flops(SS2D(16, d_state=1, channel_first=True, backend=backend).half(), x)
+    assert counts["triton"] == counts["torch"] > 0

@@ -1,0 +1,121 @@
+"""SiLU(depthwise 2D convolution) of a channel-first map: the conv + activation that SS2D applies before its scan.
+
+    y[b, c] = silu(conv2d(x[b, c], weight[c, 0], padding=K // 2) + bias[c]),   weight (C, 1, K, K), K odd
+
+PyTorch runs the depthwise convolution (about 3x the time of reading and writing the map once, on an H100 in
+bf16) and the SiLU as two passes. The ``triton`` backend's forward is one pass (:mod:`.triton_dwconv`); its
+backward recomputes the convolution and uses PyTorch's convolution backward (``aten.convolution_backward``), as
+autograd would. Computed in float32 (float64 for float64 x) with the weight as given (autocast would round it to
+bf16 first), output in x's dtype. Under autocast the backward runs in x's dtype, as autocast's convolution does.
+
+Backends take the selective scan's names: "auto" (triton for CUDA tensors when Triton imports, else torch),
+"triton" (CUDA, or CPU under TRITON_INTERPRET=1), "torch" / "naive" (``F.silu(F.conv2d(...))``). The triton path
+is a ``torch.library`` custom op (fake and autograd registered), so ``torch.compile(fullgraph=True)`` traces it;
+eager calls go through an autograd.Function over the same launcher.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..layer_norm import _DTYPES
+from ..selective_scan import _resolve_backend, _through_custom_op
+
+__all__ = ["depthwise_conv2d_silu", "depthwise_conv2d_silu_ref"]
+
+
+def depthwise_conv2d_silu_ref(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The definition in PyTorch (what SS2D computed before): silu(conv2d(x, weight, bias, groups=C))."""
+    return F.silu(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1]))
+
+
+@torch.library.custom_op("mambaeye::depthwise_conv2d_silu_fwd", mutates_args=())
+def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    from .triton_dwconv import dwconv_silu_fwd
+
+    return dwconv_silu_fwd(x, weight, bias)
+
+
+@_fwd.register_fake
+def _fwd_fake(x, weight, bias):
+    return x.new_empty(x.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight, bias)
+
+
+def _backward(ctx, dy):
+    """Recompute the convolution in x's dtype, through SiLU's derivative, then PyTorch's convolution backward."""
+    x, weight, bias = ctx.saved_tensors
+    w = weight.to(x.dtype)
+    b = bias.to(x.dtype) if ctx.has_bias else None
+    padding = [weight.shape[-1] // 2] * 2
+    pre = F.conv2d(x, w, b, padding=padding, groups=x.shape[1])
+    sig = torch.sigmoid(pre)
+    dpre = (dy * sig * (1 + pre * (1 - sig))).to(x.dtype)
+    dx, dw, db = torch.ops.aten.convolution_backward(
+        dpre, x, w, [w.shape[0]] if ctx.has_bias else None, [1, 1], padding, [1, 1], False, [0, 0], x.shape[1],
+        [True, True, ctx.has_bias],
+    )
+    return dx, dw.to(weight.dtype), (db.to(bias.dtype) if ctx.has_bias else None)
+
+
+_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _DwConvSiluFunction(torch.autograd.Function):
+    """Eager path without the dispatcher's per-call host cost (see selective_scan's _ScanFunction)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        from .triton_dwconv import dwconv_silu_fwd
+
+        y = dwconv_silu_fwd(x, weight, bias)
+        _setup_context(ctx, (x, weight, bias), y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _backward(ctx, dy)
+
+
+def _check_inputs(x, weight, bias) -> None:
+    """Raise a TypeError/ValueError that names the offending argument and what was expected."""
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        if name == "bias" and t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"depthwise_conv2d_silu: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"depthwise_conv2d_silu: {name} must be float64, float32, float16 or bfloat16, "
+                            f"got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"depthwise_conv2d_silu: {name} is on {t.device} but x is on {x.device}")
+    if x.dim() != 4:
+        raise ValueError(f"depthwise_conv2d_silu: expected x of shape (B, C, H, W), got {tuple(x.shape)}")
+    channels, k = x.shape[1], weight.shape[-1]
+    if weight.shape != (channels, 1, k, k) or k % 2 == 0:
+        raise ValueError(f"depthwise_conv2d_silu: weight must be (C={channels}, 1, K, K) with K odd, "
+                         f"got {tuple(weight.shape)}")
+    if bias is not None and bias.shape != (channels,):
+        raise ValueError(f"depthwise_conv2d_silu: bias must be ({channels},), got {tuple(bias.shape)}")
+
+
+def depthwise_conv2d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None, backend: str = "auto") -> Tensor:
+    """silu(depthwise conv2d(x, weight, bias)) with zero padding K // 2 (same size out): x (B, C, H, W), weight
+    (C, 1, K, K) with K odd, bias (C,) or None; returns (B, C, H, W) in x's dtype (contiguous from the triton
+    backend, which reads x in place when H, W are contiguous and copies it first otherwise). ``backend``: "auto",
+    "triton", "torch" or "naive" (see the module docstring)."""
+    _check_inputs(x, weight, bias)
+    if _resolve_backend(backend, x) != "triton" or x.numel() == 0:
+        return depthwise_conv2d_silu_ref(x, weight, bias)
+    if x.stride(3) != 1 or x.stride(2) != x.shape[3]:
+        x = x.contiguous()
+    weight = weight.contiguous()
+    op = _fwd if _through_custom_op(x) else _DwConvSiluFunction.apply
+    return op(x, weight, bias)

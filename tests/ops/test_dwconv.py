@@ -1,0 +1,127 @@
+"""mambaeye.ops.dwconv: the triton kernel (interpreter on CPU) against silu(F.conv2d), forward and the gradients
+of x, weight and bias; maps smaller and larger than a tile, non-square, K 3 and 5, no bias, strided and
+channels-last inputs, half inputs, bad arguments, the custom op's registration, torch.compile; bf16 at VMamba-T's
+first stage on the GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mambaeye.ops.dwconv import depthwise_conv2d_silu, depthwise_conv2d_silu_ref
+from mambaeye.ops.selective_scan import available_backends
+
+needs_triton = pytest.mark.skipif("triton" not in available_backends("cpu"),
+                                  reason="needs triton under TRITON_INTERPRET=1")
+
+CASES = {  # name: (x maker, K, bias); 40x41 = 1640 positions crosses the kernel's 1024-position blocks
+    "B2-C3-7x9-K3": (lambda dt: torch.randn(2, 3, 7, 9, dtype=dt), 3, True),
+    "B1-C2-40x41-K3": (lambda dt: torch.randn(1, 2, 40, 41, dtype=dt), 3, True),
+    "B2-C5-6x5-K5-nobias": (lambda dt: torch.randn(2, 5, 6, 5, dtype=dt), 5, False),
+    "B1-C4-1x1-K3": (lambda dt: torch.randn(1, 4, 1, 1, dtype=dt), 3, True),
+    "channel-slice": (lambda dt: torch.randn(2, 9, 5, 6, dtype=dt)[:, 1:9:2], 3, True),  # read in place
+    "channels-last": (lambda dt: torch.randn(2, 4, 5, 6, dtype=dt).to(memory_format=torch.channels_last), 3, True),
+}
+
+
+def _params(channels, k, bias, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(3)
+    weight = torch.randn(channels, 1, k, k, generator=gen, dtype=dtype) / k
+    return weight, (torch.randn(channels, generator=gen, dtype=dtype) if bias else None)
+
+
+@needs_triton
+@pytest.mark.parametrize("case", list(CASES))
+def test_triton_matches_reference_with_gradients(case):
+    make, k, with_bias = CASES[case]
+    x = make(torch.float64).requires_grad_(True)
+    weight, bias = _params(x.shape[1], k, with_bias)
+    leaves = [t.requires_grad_(True) for t in (x, weight, bias) if t is not None]
+    y = depthwise_conv2d_silu(x, weight, bias, backend="triton")
+    y_ref = depthwise_conv2d_silu_ref(x, weight, bias)
+    assert y.shape == y_ref.shape and y.is_contiguous()
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    dy = torch.randn_like(y_ref)
+    for g, g_ref in zip(torch.autograd.grad(y, leaves, dy), torch.autograd.grad(y_ref, leaves, dy), strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+def test_gradcheck_fp64(backend):
+    x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    weight, bias = (t.requires_grad_(True) for t in _params(2, 3, True))
+    assert torch.autograd.gradcheck(lambda *a: depthwise_conv2d_silu(*a, backend=backend), (x, weight, bias))
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_lower_precision_inputs_keep_their_dtype(dtype):
+    x = torch.randn(2, 4, 9, 11).to(dtype).requires_grad_(True)
+    weight, bias = (t.float().requires_grad_(True) for t in _params(4, 3, True))
+    y = depthwise_conv2d_silu(x, weight, bias, backend="triton")
+    assert y.dtype == dtype
+    y_ref = depthwise_conv2d_silu_ref(x.double(), weight.double(), bias.double())
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(y.double(), y_ref, rtol=tol, atol=tol)
+    dx, dw, db = torch.autograd.grad(y.float().sum(), [x, weight, bias])
+    assert dx.dtype == dtype and dw.dtype == torch.float32 and db.dtype == torch.float32
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: (torch.randn(2, 4, 5), torch.randn(4, 1, 3, 3), None), ValueError, r"expected x of shape \(B, C, H, W\)"),
+    (lambda: (torch.randn(2, 4, 5, 5), torch.randn(4, 1, 2, 2), None), ValueError, r"weight must be \(C=4, 1, K, K\)"),
+    (lambda: (torch.randn(2, 4, 5, 5), torch.randn(3, 1, 3, 3), None), ValueError, r"weight must be \(C=4"),
+    (lambda: (torch.randn(2, 4, 5, 5), torch.randn(4, 1, 3, 3), torch.randn(3)), ValueError, r"bias must be \(4,\)"),
+    (lambda: (torch.randn(2, 4, 5, 5).long(), torch.randn(4, 1, 3, 3), None), TypeError, "x must be float64"),
+    (lambda: (torch.randn(2, 4, 5, 5), "w", None), TypeError, "weight must be a torch.Tensor"),
+])
+def test_bad_arguments_name_the_problem(make, error, match):
+    with pytest.raises(error, match=match):
+        depthwise_conv2d_silu(*make())
+
+
+@needs_triton
+def test_custom_op_passes_opcheck():
+    from mambaeye.ops.dwconv import _fwd
+
+    x = torch.randn(2, 3, 5, 6, requires_grad=True)
+    weight, bias = (t.float().requires_grad_(True) for t in _params(3, 3, True))
+    torch.library.opcheck(_fwd, (x, weight, bias))
+    torch.library.opcheck(_fwd, (x, weight, None))
+
+
+@needs_triton
+def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
+    x = torch.randn(2, 4, 6, 7, requires_grad=True)
+    weight, bias = (t.float().requires_grad_(True) for t in _params(4, 3, True))
+
+    def fn(x, w, b):
+        return depthwise_conv2d_silu(x[:, :, 1:], w, b, backend="triton").square().sum()
+
+    ref = fn(x, weight, bias)
+    grads_ref = torch.autograd.grad(ref, [x, weight, bias])
+    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, weight, bias)
+    grads = torch.autograd.grad(out, [x, weight, bias])
+    torch.testing.assert_close(out, ref)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_triton_gpu_bf16_vmamba_t_stage1():
+    """VMamba-T's first SS2D conv (128, 96, 56, 56) in bf16 with fp32 weights, under autocast as in training."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(128, 96, 56, 56, device="cuda", generator=gen).bfloat16().requires_grad_(True)
+    weight = (torch.randn(96, 1, 3, 3, device="cuda", generator=gen) / 3).requires_grad_(True)
+    with torch.autocast("cuda", torch.bfloat16):
+        y = depthwise_conv2d_silu(x, weight)
+    leaves = [x.detach().float().requires_grad_(True), weight.detach().clone().requires_grad_(True)]
+    y_ref = depthwise_conv2d_silu_ref(*leaves)
+    assert y.dtype == torch.bfloat16
+    assert ((y.float() - y_ref).norm() / y_ref.norm()).item() < 1e-2
+    dy = torch.randn(x.shape, device="cuda", generator=gen).bfloat16()
+    for g, g_ref, name in zip(torch.autograd.grad(y, [x, weight], dy), torch.autograd.grad(y_ref, leaves, dy.float()),
+                              ["dx", "dweight"], strict=True):
+        err = ((g.float() - g_ref).norm() / g_ref.norm()).item()
+        assert err < 2e-2, f"{name}: relative error {err}"
