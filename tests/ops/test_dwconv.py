@@ -86,8 +86,9 @@ def test_custom_op_passes_opcheck():
 
     x = torch.randn(2, 3, 5, 6, requires_grad=True)
     weight, bias = (t.float().requires_grad_(True) for t in _params(3, 3, True))
-    torch.library.opcheck(_fwd, (x, weight, bias))
-    torch.library.opcheck(_fwd, (x, weight, None))
+    for b in (bias, None):
+        for save_pre in (False, True):
+            torch.library.opcheck(_fwd, (x, weight, b, save_pre))
 
 
 @needs_triton

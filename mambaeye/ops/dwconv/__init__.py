@@ -3,10 +3,12 @@
     y[b, c] = silu(conv2d(x[b, c], weight[c, 0], padding=K // 2) + bias[c]),   weight (C, 1, K, K), K odd
 
 PyTorch runs the depthwise convolution (about 3x the time of reading and writing the map once, on an H100 in
-bf16) and the SiLU as two passes. The ``triton`` backend's forward is one pass (:mod:`.triton_dwconv`); its
-backward recomputes the convolution and uses PyTorch's convolution backward (``aten.convolution_backward``), as
-autograd would. Computed in float32 (float64 for float64 x) with the weight as given (autocast would round it to
-bf16 first), output in x's dtype. Under autocast the backward runs in x's dtype, as autocast's convolution does.
+bf16) and the SiLU as two passes. The ``triton`` backend's forward is one pass (:mod:`.triton_dwconv`; H100,
+VMamba-T's stages at batch 128: 420 -> 231, 213 -> 107, 109 -> 66, 61 -> 27 us), which also writes the
+convolution before the SiLU when a backward will follow; the backward then runs SiLU's derivative and PyTorch's
+convolution backward (``aten.convolution_backward``), as autograd would. Computed in float32 (float64 for
+float64 x) with the weight as given (autocast would round it to bf16 first), output in x's dtype. Under autocast
+the backward runs in x's dtype, as autocast's convolution does.
 
 Backends take the selective scan's names: "auto" (triton for CUDA tensors when Triton imports, else torch),
 "triton" (CUDA, or CPU under TRITON_INTERPRET=1), "torch" / "naive" (``F.silu(F.conv2d(...))``). The triton path
@@ -31,38 +33,42 @@ def depthwise_conv2d_silu_ref(x: Tensor, weight: Tensor, bias: Tensor | None = N
     return F.silu(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1]))
 
 
+# torch.library registration. save_pre: also return the convolution before the SiLU (when a backward will
+# follow: saving it costs one write, recomputing it in the backward a whole convolution); else an empty tensor.
 @torch.library.custom_op("mambaeye::depthwise_conv2d_silu_fwd", mutates_args=())
-def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool) -> tuple[Tensor, Tensor]:
     from .triton_dwconv import dwconv_silu_fwd
 
-    return dwconv_silu_fwd(x, weight, bias)
+    return dwconv_silu_fwd(x, weight, bias, save_pre)
 
 
 @_fwd.register_fake
-def _fwd_fake(x, weight, bias):
-    return x.new_empty(x.shape)
+def _fwd_fake(x, weight, bias, save_pre):
+    y = x.new_empty(x.shape)
+    return y, (torch.empty_like(y) if save_pre else y.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias = inputs
+    x, weight, bias, _ = inputs
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, bias)
+    ctx.save_for_backward(x, weight, bias, output[1])
 
 
-def _backward(ctx, dy):
-    """Recompute the convolution in x's dtype, through SiLU's derivative, then PyTorch's convolution backward."""
-    x, weight, bias = ctx.saved_tensors
+def _backward(ctx, dy, _dpre=None):
+    """Through SiLU's derivative (at the saved convolution, else recomputed in x's dtype), then PyTorch's
+    convolution backward."""
+    x, weight, bias, pre = ctx.saved_tensors
     w = weight.to(x.dtype)
-    b = bias.to(x.dtype) if ctx.has_bias else None
     padding = [weight.shape[-1] // 2] * 2
-    pre = F.conv2d(x, w, b, padding=padding, groups=x.shape[1])
+    if pre.numel() == 0:
+        pre = F.conv2d(x, w, bias.to(x.dtype) if ctx.has_bias else None, padding=padding, groups=x.shape[1])
     sig = torch.sigmoid(pre)
     dpre = (dy * sig * (1 + pre * (1 - sig))).to(x.dtype)
     dx, dw, db = torch.ops.aten.convolution_backward(
         dpre, x, w, [w.shape[0]] if ctx.has_bias else None, [1, 1], padding, [1, 1], False, [0, 0], x.shape[1],
         [True, True, ctx.has_bias],
     )
-    return dx, dw.to(weight.dtype), (db.to(bias.dtype) if ctx.has_bias else None)
+    return dx, dw.to(weight.dtype), (db.to(bias.dtype) if ctx.has_bias else None), None
 
 
 _fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -72,15 +78,16 @@ class _DwConvSiluFunction(torch.autograd.Function):
     """Eager path without the dispatcher's per-call host cost (see selective_scan's _ScanFunction)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, save_pre):
         from .triton_dwconv import dwconv_silu_fwd
 
-        y = dwconv_silu_fwd(x, weight, bias)
-        _setup_context(ctx, (x, weight, bias), y)
-        return y
+        y, pre = dwconv_silu_fwd(x, weight, bias, save_pre)
+        _setup_context(ctx, (x, weight, bias, save_pre), (y, pre))
+        ctx.mark_non_differentiable(pre)
+        return y, pre
 
     @staticmethod
-    def backward(ctx, dy):
+    def backward(ctx, dy, _dpre):
         return _backward(ctx, dy)
 
 
@@ -117,5 +124,6 @@ def depthwise_conv2d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     if x.stride(3) != 1 or x.stride(2) != x.shape[3]:
         x = x.contiguous()
     weight = weight.contiguous()
+    save_pre = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     op = _fwd if _through_custom_op(x) else _DwConvSiluFunction.apply
-    return op(x, weight, bias)
+    return op(x, weight, bias, save_pre)[0]
