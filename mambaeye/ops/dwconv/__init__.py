@@ -62,8 +62,7 @@ def _backward(ctx, dy, _dpre=None):
     padding = [weight.shape[-1] // 2] * 2
     if pre.numel() == 0:
         pre = F.conv2d(x, w, bias.to(x.dtype) if ctx.has_bias else None, padding=padding, groups=x.shape[1])
-    sig = torch.sigmoid(pre)
-    dpre = (dy * sig * (1 + pre * (1 - sig))).to(x.dtype)
+    dpre = torch.ops.aten.silu_backward(dy.to(pre.dtype), pre)  # one kernel, as autograd's SiLU
     dx, dw, db = torch.ops.aten.convolution_backward(
         dpre, x, w, [w.shape[0]] if ctx.has_bias else None, [1, 1], padding, [1, 1], False, [0, 0], x.shape[1],
         [True, True, ctx.has_bias],
