@@ -4,6 +4,7 @@ memory, barriers), and the TTGIR layouts, layout conversions, scans and reductio
 
     python benchmarks/scan_ir.py --shape vim_ti_224            # forward and backward
     python benchmarks/scan_ir.py --shape long_1d --ttgir        # also the TTGIR layout lines
+    python benchmarks/scan_ir.py --shape vim_ti_1248 --dump /tmp/ir   # each kernel's SASS and TTGIR into /tmp/ir
 
 The launchers (triton_scan.selective_scan_fwd / _bwd) run on meta tensors with the kernels swapped for recorders,
 so the arguments, strides, constexprs and num_warps are the real ones; integer arguments divisible by 16 get the
