@@ -94,6 +94,19 @@ def _softplus(x):
 
 
 @triton.jit
+def _adjoint_tile(decay, decay_next, c, carry, offs_t, BLOCK_L: tl.constexpr):
+    """The adjoint recurrence ``g_t = c_t + a_{t+1} g_{t+1}`` over a (BLOCK_L, BLOCK_N, BLOCK_D) tile, entered at its
+    last step by ``carry`` (``a_{t1} g_{t1}`` from the tile on its right). Returns (g, ``a_{t0} g_{t0}``: the carry
+    for the tile on its left). A reverse scan as flip, forward scan, flip: L is inside each thread, so the flips
+    are free register renames, while associative_scan(reverse=True) lowers to ~20 shuffles an element (Triton
+    3.6-3.8)."""
+    c = tl.where(offs_t[:, None, None] == BLOCK_L - 1, c + carry[None, :, :], c)
+    _, g = tl.associative_scan((tl.flip(decay_next, 0), tl.flip(c, 0)), 0, _combine)
+    g = tl.flip(g, 0)
+    return g, tl.sum(tl.where(offs_t[:, None, None] == 0, decay * g, 0.0), 0)
+
+
+@triton.jit
 def _load_bc(ptr, stride_n, offs_d, offs_n, offs_l, pos, dstate, length, FIXED: tl.constexpr, DT: tl.constexpr):
     """B or C as a tile that broadcasts against (BLOCK_L, BLOCK_N, BLOCK_D).
 
@@ -347,12 +360,8 @@ def _scan_bwd_segment_kernel(
         dt = tl.where(l_mask, dt, 0.0)
         Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_l, pos, dstate, length, C_FIXED, DT)
         decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
-        decay_next = tl.exp2(dt_next[:, None, :] * A2[None, :, :])
-        c = Ct * dy[:, None, :]
-        c = tl.where(offs_t[:, None, None] == BLOCK_L - 1, c + carry[None, :, :], c)
-        _, g = tl.associative_scan((tl.flip(decay_next, 0), tl.flip(c, 0)), 0, _combine)  # see _scan_bwd_kernel
-        g = tl.flip(g, 0)
-        carry = tl.sum(tl.where(offs_t[:, None, None] == 0, decay * g, 0.0), 0)
+        decay_next = tl.exp2(dt_next[:, None, :] * A2[None, :, :])  # past the end it meets g = 0 only
+        _, carry = _adjoint_tile(decay, decay_next, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
         dt_total += tl.sum(dt, 0)
     tl.store(cz_ptr + ((b * dim + offs_d[None, :]) * n_seg + seg) * dstate + offs_n[:, None], carry, mask=n_mask)
     tl.store(dtsum_ptr + (b * dim + offs_d) * n_seg + seg, dt_total)
@@ -514,13 +523,7 @@ def _scan_bwd_kernel(
 
         # adjoint: g_t = C_t dy_t + a_{t+1} g_{t+1}
         decay_next = tl.where(next_mask[:, None, :], tl.exp2(dt_next[:, None, :] * A2[None, :, :]), 1.0)
-        c = Ct * dy[:, None, :]
-        c = tl.where(offs_t[:, None, None] == BLOCK_L - 1, c + carry[None, :, :], c)
-        # a reverse scan as flip, forward scan, flip: L is inside each thread, so the flips are free register
-        # renames, while associative_scan(reverse=True) lowers to ~20 shuffles per element (Triton 3.6-3.8)
-        _, g = tl.associative_scan((tl.flip(decay_next, 0), tl.flip(c, 0)), 0, _combine)
-        g = tl.flip(g, 0)
-        carry = tl.sum(tl.where(offs_t[:, None, None] == 0, decay * g, 0.0), 0)
+        g, carry = _adjoint_tile(decay, decay_next, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
 
         gB_sum = tl.sum(g * Bt, 1)  # (BL, BD): sum_n g B
         g_ah = g * (h - x)  # g_t a_t h_{t-1}
