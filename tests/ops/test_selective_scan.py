@@ -197,8 +197,21 @@ def test_no_grad_forward_equals_grad_forward(backend):
 def test_reverse_is_the_scan_of_the_flipped_sequence(backend, bc, monkeypatch):
     """reverse=True == flip(scan(flip(inputs))) along L: outputs, last state and every gradient."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 8)  # several tiles for the triton kernels
-    inputs = make_inputs(2, 4, 37, 4, bc=bc, groups=2)
+    _check_reverse(backend, make_inputs(2, 4, 37, 4, bc=bc, groups=2))
 
+
+@needs_triton
+@pytest.mark.parametrize("bc", ["step", "fixed"])
+def test_triton_reverse_split(bc, monkeypatch):
+    """reverse=True with forward and backward split across programs (segments walked from the end)."""
+    monkeypatch.setattr(triton_scan, "MAX_TILE_L", 4)
+    monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", 1 << 20)
+    monkeypatch.setattr(triton_scan, "TARGET_PROGRAMS", 1 << 20)
+    assert triton_scan._num_segments(1, triton_scan.num_state_chunks(1, 4, 221, 4)) == 3  # 1 program of 4 channels
+    _check_reverse("triton", make_inputs(1, 4, 221, 4, bc=bc))
+
+
+def _check_reverse(backend, inputs):
     def flipped(t, name):
         return t.flip(-1) if t is not None and name in ("u", "delta", "z", "B", "C") and t.dim() >= 3 else t
 
