@@ -129,3 +129,23 @@ def test_gpu_bf16_vmamba_t_stage1():
                               strict=True):
         err = ((g.float() - g_ref).norm() / g_ref.norm()).item()
         assert err < 1e-2, f"{name}: relative error {err}"
+
+
+@needs_triton
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_gradient_of_a_transposed_loss(compiled):
+    """A loss on y.transpose(0, 2) (its gradient may arrive non-contiguous): eager Function and custom op."""
+    weight, dts = _inputs(2, 2, 8, 6, 20, torch.float16)
+    weight.requires_grad_(True)
+    dts = dts.detach().requires_grad_(True)
+    w_loss = torch.randn(20, 16, 2, generator=torch.Generator().manual_seed(2))
+
+    def fn(w, x):
+        return (dt_projection(w, x).float().transpose(0, 2) * w_loss).sum()
+
+    run = torch.compile(fn, fullgraph=True, backend="aot_eager") if compiled else fn
+    grads = torch.autograd.grad(run(weight, dts), [weight, dts])
+    w_ref, dts_ref = weight.detach().clone().requires_grad_(True), dts.detach().float().requires_grad_(True)
+    grads_ref = torch.autograd.grad((_reference(w_ref, dts_ref).transpose(0, 2) * w_loss).sum(), [w_ref, dts_ref])
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g.float(), g_ref, rtol=2e-2, atol=2e-2)
