@@ -26,15 +26,13 @@ import torch
 
 # shapes (with the official kernel's H100 times), inputs, byte counts and dtypes: the `mambaeye bench scan` suite's
 from mambaeye.bench._common import DTYPES
-from mambaeye.bench.scan import GPU_SHAPES, SHAPES, copy_bandwidth_gbs, run_case
+from mambaeye.bench.scan import GPU_SHAPES, SHAPES, copy_bandwidth_gbs, kernel_time_ms, run_case
 from mambaeye.ops import available_backends
 
 
 def timer(device: str):
     if device == "cuda":
-        import triton.testing
-
-        return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
+        return kernel_time_ms
 
     def cpu_time(fn, repeats: int = 5):
         fn()
