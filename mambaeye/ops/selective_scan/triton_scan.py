@@ -622,14 +622,21 @@ TARGET_PROGRAMS = 8192
 
 
 def _num_segments(programs: int, n_tiles: int) -> int:
-    """Sequence segments for the forward: enough programs to fill the GPU, at least 16 tiles a segment.
+    """Sequence segments wanted (forward and backward): enough programs to fill the GPU, at least 16 tiles each.
 
-    Splitting costs a first pass over u, delta and B (to get each segment's end state), about half a forward,
-    so it pays only where batch * dim alone leaves the GPU mostly idle (long sequences at small batch).
+    Splitting costs a first pass over the inputs (each segment's end state, or adjoint carry, from zero), about
+    half a forward, so it pays only where batch * dim alone leaves the GPU mostly idle (long sequences at small
+    batch).
     """
     if programs >= MIN_PROGRAMS:
         return 1
     return max(1, min(triton.cdiv(TARGET_PROGRAMS, programs), n_tiles // 16))
+
+
+def _segments(programs: int, n_tiles: int) -> tuple[int, int]:
+    """(n_seg, tiles_per_seg): _num_segments rounded so that every segment has tiles (the last may have fewer)."""
+    tiles_per_seg = triton.cdiv(n_tiles, _num_segments(programs, n_tiles))
+    return triton.cdiv(n_tiles, tiles_per_seg), tiles_per_seg
 
 
 def _u_sharing(u, delta, B, paired: bool, reverse: bool) -> tuple[int, int]:
@@ -660,9 +667,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
               else u.new_empty(0, dtype=state_dtype))
     dpg_B, *B_strides = _bc_args(B, dim)
     dpg_C, *C_strides = _bc_args(C, dim)
-    n_seg = _num_segments(batch * (dim // block_d), n_tiles)
-    tiles_per_seg = triton.cdiv(n_tiles, n_seg)
-    n_seg = triton.cdiv(n_tiles, tiles_per_seg)
+    n_seg, tiles_per_seg = _segments(batch * (dim // block_d), n_tiles)
     hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
     dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
     if n_seg > 1:  # the last segment's summary is never read
@@ -705,9 +710,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     du = torch.empty_like(delta, dtype=u.dtype) if paired else torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    n_seg = _num_segments(batch * (dim // block_d), n_tiles)
-    tiles_per_seg = triton.cdiv(n_tiles, n_seg)
-    n_seg = triton.cdiv(n_tiles, tiles_per_seg)
+    n_seg, tiles_per_seg = _segments(batch * (dim // block_d), n_tiles)
     # per-channel gradients: one slice per (segment, batch element), summed below
     per_channel = (n_seg * batch, dim, dstate)
     dA = torch.empty(per_channel, device=u.device, dtype=state_dtype)
