@@ -54,6 +54,10 @@ def _common_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.compile every model (ours and the baselines alike) with this mode before timing "
                         f"({', '.join(COMPILE_MODES)}; reduce-overhead adds CUDA graphs); default: eager. Used by "
                         "the vim-vs-deit and vmamba suites")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="capture every model's step (ours and the baselines alike, eager kernels) in a CUDA graph and "
+                        "time its replays: GPU time without the host's launch cost, the same on a fast or a slow "
+                        "host; CUDA only, not with --compile. Used by the vim-vs-deit and vmamba suites")
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -78,11 +82,16 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
     toy = (device == "cpu") if args.toy is None else args.toy
     dtypes = args.dtype or (suite.gpu_dtypes if device == "cuda" else ["fp32"])
     on_gpu = device == "cuda"
+    cuda_graphs = getattr(args, "cuda_graphs", False)
+    if cuda_graphs and not on_gpu:
+        raise SystemExit("--cuda-graphs needs --device cuda")
+    if cuda_graphs and getattr(args, "compile", None):
+        raise SystemExit("--cuda-graphs times eager kernels; with --compile use mode reduce-overhead instead")
     out = Path(args.out) if args.out else Path("benchmarks") / "results" / slug(card_name(device))
     ctx = Context(suite=suite.name, device=device, dtypes=list(dtypes), toy=toy, out_dir=out,
                   warmup=args.warmup if args.warmup is not None else (10 if on_gpu else 1),
                   repeats=args.repeats if args.repeats is not None else (30 if on_gpu else 3), command=command,
-                  compile_mode=getattr(args, "compile", None))
+                  compile_mode=getattr(args, "compile", None), cuda_graphs=cuda_graphs)
     result = suite.run(ctx, args)
     paths = write_outputs(ctx, result)
     print(result.markdown)

@@ -73,6 +73,7 @@ class Context:
     repeats: int
     command: str | None = None
     compile_mode: str | None = None  # torch.compile mode for the model suites (vim-vs-deit, vmamba); None: eager
+    cuda_graphs: bool = False  # model suites: time replays of each step captured in a CUDA graph (no host cost)
     env: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,6 +120,29 @@ def median_ms(fn: Callable[[], object], device: str, warmup: int = 3, repeats: i
             fn()
             times.append((time.perf_counter() - start_t) * 1e3)
     return statistics.median(times)
+
+
+def capture_cuda_graph(fn: Callable[[], Any], warmup: int = 3) -> Callable[[], Any]:
+    """Capture one call of ``fn`` in a CUDA graph and return a function that replays it and returns what the
+    captured call returned (its tensors are overwritten by every replay). ``fn`` runs ``warmup`` times first on a
+    side stream (lazy initialisation, Triton compiles, cuBLAS workspaces), as PyTorch's CUDA graph docs do; it must
+    not synchronise with the host. A replay launches the recorded kernels with one call: timing it measures the
+    kernels without the host's per-launch cost (what an eager step pays on a slow host)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay() -> Any:
+        graph.replay()
+        return out
+
+    return replay
 
 
 def peak_memory_mib(fn: Callable[[], object], device: str) -> tuple[float | None, float | None]:
@@ -175,6 +199,8 @@ def env_header(ctx: Context, title: str) -> str:
             f"{tf32['cudnn']}; warm-up {ctx.warmup}, median of {ctx.repeats} "
             f"({'CUDA events' if ctx.device == 'cuda' else 'perf_counter'})"
             + (f"; every model torch.compile(mode={ctx.compile_mode!r})" if ctx.compile_mode else "")
+            + ("; every model's step captured in a CUDA graph and replayed (its eager kernels without the host's "
+               "launch cost)" if ctx.cuda_graphs else "")
             + ("; **toy sizes** (reduced models and inputs: checks that the suite runs, not the papers' numbers)"
                if ctx.toy else "") + "\n")
 
@@ -224,6 +250,7 @@ def write_outputs(ctx: Context, result: SuiteResult) -> dict[str, Path | None]:
     paths["md"].write_text(md)
     paths["json"] = ctx.out_dir / f"{ctx.suite}.json"
     record = dict(suite=ctx.suite, **ctx.env, dtypes=ctx.dtypes, toy=ctx.toy, compile_mode=ctx.compile_mode,
+                  cuda_graphs=ctx.cuda_graphs,
                   warmup=ctx.warmup, repeats=ctx.repeats, **result.extra, rows=result.rows)
     paths["json"].write_text(json.dumps(record, indent=2, default=str))
     return paths

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import Context, free_memory, is_oom
+from ._common import Context, capture_cuda_graph, free_memory, is_oom
 
 
 def create_timm(name: str, **kwargs: Any) -> nn.Module:
@@ -44,9 +44,11 @@ def measure(ctx: Context, build: Callable[[], nn.Module], batch: int, img_size: 
 
     With ``ctx.compile_mode`` the timed function (forward_features, or the whole model for training) goes through
     ``torch.compile(mode=...)`` first (compilation happens in the untimed first call); under "reduce-overhead"
-    (CUDA graphs) each step is marked as a new one, and the gradients are dropped after each step as always."""
+    (CUDA graphs) each step is marked as a new one, and the gradients are dropped after each step as always. With
+    ``ctx.cuda_graphs`` the step is captured in a CUDA graph after the memory measurement and its replays are timed
+    (``row["cuda_graph"]``)."""
     row.update(img_size=img_size, batch=batch, dtype=dtype, mode=mode, status="ok", ms=None, img_per_s=None,
-               peak_mib=None, peak_above_base_mib=None)
+               peak_mib=None, peak_above_base_mib=None, cuda_graph=ctx.cuda_graphs)
     model = x = None
     with free_memory(ctx.device):
         try:
@@ -76,6 +78,8 @@ def measure(ctx: Context, build: Callable[[], nn.Module], batch: int, img_size: 
 
             step()  # first call (compile / autotune) outside the memory measurement
             row["peak_mib"], row["peak_above_base_mib"] = ctx.peak_mib(step)
+            if ctx.cuda_graphs:
+                step = capture_cuda_graph(step)
             row["ms"] = ctx.time_ms(step)
             row["img_per_s"] = batch / row["ms"] * 1e3
         except (RuntimeError, ValueError, AssertionError) as err:  # OOM, or a size the model cannot take: recorded

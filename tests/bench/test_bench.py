@@ -117,6 +117,47 @@ def test_compile_option_compiles_every_model(tmp_path, monkeypatch):
     assert len(calls) == len(record["rows"]) and record["compile_mode"] == "reduce-overhead"
 
 
+@pytest.mark.parametrize("extra, match", [
+    (["--device", "cpu"], "--cuda-graphs needs --device cuda"),
+    (["--compile", "default"], "--cuda-graphs times eager kernels"),
+])
+def test_cuda_graphs_option_refuses_what_it_cannot_do(tmp_path, extra, match):
+    if "cpu" not in extra and not torch.cuda.is_available():
+        extra = [*extra, "--device", "cpu"]  # the CPU check comes first here; the compile check needs CUDA
+        match = "--cuda-graphs needs --device cuda"
+    with pytest.raises(SystemExit, match=match):
+        bench_main(["vmamba", "--cuda-graphs", "--toy", "--out", str(tmp_path), *extra])
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_the_captured_step():
+    """capture_cuda_graph runs the warm-up calls, captures one, and each replay re-runs the captured kernels (the
+    counter moves) and refreshes the returned output; a toy VMamba's graphed forward equals its eager forward."""
+    from mambaeye import create_model
+    from mambaeye.bench._common import capture_cuda_graph
+
+    counter = torch.zeros((), device="cuda")
+    replay = capture_cuda_graph(lambda: counter.add_(1), warmup=2)
+    for _ in range(3):
+        replay()
+    torch.cuda.synchronize()
+    assert counter.item() == 5  # 2 warm-up calls + 3 replays (capturing runs nothing)
+
+    model = create_model("vmamba_tiny", depths=(1, 1, 1, 1), dims=32, img_size=64).cuda().eval()
+    x = torch.randn(2, 3, 64, 64, device="cuda")
+
+    def step():
+        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+            return model.forward_features(x)
+
+    replay = capture_cuda_graph(step)
+    eager = step().float()
+    x.copy_(torch.randn_like(x))  # replays read the captured input's memory
+    graphed, eager_new = replay().float(), step().float()
+    torch.testing.assert_close(graphed, eager_new)
+    assert not torch.equal(graphed, eager)
+
+
 def test_erf_suite(tmp_path):
     record, md = _run("erf", tmp_path)
     rows = record["rows"]
