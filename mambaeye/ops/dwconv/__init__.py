@@ -5,10 +5,11 @@
 PyTorch runs the depthwise convolution (about 3x the time of reading and writing the map once, on an H100 in
 bf16) and the SiLU as two passes. The ``triton`` backend's forward is one pass (:mod:`.triton_dwconv`; H100,
 VMamba-T's stages at batch 128: 420 -> 231, 213 -> 107, 109 -> 66, 61 -> 27 us), which also writes the
-convolution before the SiLU when a backward will follow; the backward then runs SiLU's derivative and PyTorch's
-convolution backward (``aten.convolution_backward``), as autograd would. Computed in float32 (float64 for
-float64 x) with the weight as given (autocast would round it to bf16 first), output in x's dtype. Under autocast
-the backward runs in x's dtype, as autocast's convolution does.
+convolution before the SiLU when a backward will follow; the backward runs SiLU's derivative
+(``aten.silu_backward``) and then one kernel for dx (the conv of the gradient with the kernel flipped) and the
+per-tile partial sums of dweight and dbias (PyTorch's depthwise backward is two kernels that take ~7 ms of a
+VMamba-T training step on an H100). Computed in float32 (float64 for float64 x) with the weight as given
+(autocast would round it to bf16 first); outputs and dx in x's dtype, dweight and dbias in the weight's.
 
 Backends take the selective scan's names: "auto" (triton for CUDA tensors when Triton imports, else torch),
 "triton" (CUDA, or CPU under TRITON_INTERPRET=1), "torch" / "naive" (``F.silu(F.conv2d(...))``). The triton path
@@ -48,26 +49,41 @@ def _fwd_fake(x, weight, bias, save_pre):
     return y, (torch.empty_like(y) if save_pre else y.new_empty(0))
 
 
+@torch.library.custom_op("mambaeye::depthwise_conv2d_silu_bwd", mutates_args=())
+def _bwd(dpre: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return _bwd_impl(dpre, x, weight, has_bias)
+
+
+@_bwd.register_fake
+def _bwd_fake(dpre, x, weight, has_bias):
+    return torch.empty_like(x), torch.empty_like(weight), weight.new_empty((weight.shape[0],) if has_bias else (0,))
+
+
+def _bwd_impl(dpre, x, weight, has_bias):
+    """(dx, dweight, dbias or an empty tensor) in x's, weight's and weight's dtypes."""
+    from .triton_dwconv import dwconv_bwd
+
+    dx, dw, db = dwconv_bwd(dpre, x, weight, has_bias)
+    return dx, dw.to(weight.dtype), (db.to(weight.dtype) if has_bias else weight.new_empty(0))
+
+
 def _setup_context(ctx, inputs, output):
     x, weight, bias, _ = inputs
     ctx.has_bias = bias is not None
     ctx.save_for_backward(x, weight, bias, output[1])
 
 
-def _backward(ctx, dy, _dpre=None):
-    """Through SiLU's derivative (at the saved convolution, else recomputed in x's dtype), then PyTorch's
-    convolution backward."""
+def _backward(ctx, dy, _dpre=None, bwd=None):
+    """Through SiLU's derivative (at the saved convolution, else recomputed), then one kernel for the convolution's
+    gradients (:func:`.triton_dwconv.dwconv_bwd`). ``bwd``: the custom op (what torch.compile traces) or
+    :func:`_bwd_impl` (eager)."""
     x, weight, bias, pre = ctx.saved_tensors
-    w = weight.to(x.dtype)
-    padding = [weight.shape[-1] // 2] * 2
     if pre.numel() == 0:
-        pre = F.conv2d(x, w, bias.to(x.dtype) if ctx.has_bias else None, padding=padding, groups=x.shape[1])
-    dpre = torch.ops.aten.silu_backward(dy.to(pre.dtype), pre)  # one kernel, as autograd's SiLU
-    dx, dw, db = torch.ops.aten.convolution_backward(
-        dpre, x, w, [w.shape[0]] if ctx.has_bias else None, [1, 1], padding, [1, 1], False, [0, 0], x.shape[1],
-        [True, True, ctx.has_bias],
-    )
-    return dx, dw.to(weight.dtype), (db.to(bias.dtype) if ctx.has_bias else None), None
+        pre = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype) if ctx.has_bias else None,
+                       padding=weight.shape[-1] // 2, groups=x.shape[1])
+    dpre = torch.ops.aten.silu_backward(dy.to(pre.dtype), pre).contiguous()  # one kernel, as autograd's SiLU
+    dx, dw, db = (bwd or _bwd)(dpre, x, weight, ctx.has_bias)
+    return dx, dw, (db.to(bias.dtype) if ctx.has_bias else None), None
 
 
 _fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -87,7 +103,7 @@ class _DwConvSiluFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, _dpre):
-        return _backward(ctx, dy)
+        return _backward(ctx, dy, bwd=_bwd_impl)
 
 
 def _check_inputs(x, weight, bias) -> None:

@@ -57,6 +57,48 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
         tl.store(pre_ptr + out, acc.to(pre_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, planes, channels, height, width, n_hblocks, sx_b,
+                       sx_c, K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+                       DT: tl.constexpr):
+    """dx = the depthwise conv of dpre with the kernel flipped; per (plane, row block): sum_{h, w} dpre[h, w] *
+    x[h + kh - K//2, w + kw - K//2] for every tap, then sum dpre (the bias), as K * K + 1 partials."""
+    pid = tl.program_id(0)
+    hblock = pid % n_hblocks
+    offs_p = (pid // n_hblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_h = hblock * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_w = tl.arange(0, BLOCK_W)
+    p_ok = offs_p < planes
+    b = (offs_p // channels).to(tl.int64)
+    c = offs_p % channels
+    out = ((offs_p.to(tl.int64) * (height * width))[:, None, None] + (offs_h * width)[None, :, None]
+           + offs_w[None, None, :])  # dpre and dx are contiguous (B, C, H, W)
+    x_centre = x_ptr + (b * sx_b + c * sx_c)[:, None, None] + (offs_h * width)[None, :, None] + offs_w[None, None, :]
+    mask = p_ok[:, None, None] & (offs_h < height)[None, :, None] & (offs_w < width)[None, None, :]
+    g = tl.load(dpre_ptr + out, mask=mask, other=0.0).to(DT)
+    part = part_ptr + (offs_p.to(tl.int64) * n_hblocks + hblock) * (K * K + 1)
+    dx = tl.zeros((BLOCK_P, BLOCK_H, BLOCK_W), dtype=DT)
+    for kh in tl.static_range(K):
+        dh = kh - K // 2
+        for kw in tl.static_range(K):
+            dw = kw - K // 2
+            wv = tl.load(w_ptr + c * (K * K) + (kh * K + kw), mask=p_ok, other=0.0).to(DT)
+            # dx[h, w] gets dpre[h - dh, w - dw] * w[kh, kw]
+            hh, ww = offs_h - dh, offs_w - dw
+            src = (p_ok[:, None, None] & ((hh >= 0) & (hh < height))[None, :, None]
+                   & ((ww >= 0) & (ww < width))[None, None, :])
+            gv = tl.load(dpre_ptr + out - (dh * width + dw), mask=src, other=0.0).to(DT)
+            dx += gv * wv[:, None, None]
+            # dw[kh, kw] gets dpre[h, w] * x[h + dh, w + dw]
+            hh, ww = offs_h + dh, offs_w + dw
+            tap = (p_ok[:, None, None] & ((hh >= 0) & (hh < height))[None, :, None]
+                   & ((ww >= 0) & (ww < width))[None, None, :])
+            xv = tl.load(x_centre + (dh * width + dw), mask=tap, other=0.0).to(DT)
+            tl.store(part + (kh * K + kw), tl.sum(tl.sum(g * xv, 2), 1), mask=p_ok)
+    tl.store(part + K * K, tl.sum(tl.sum(g, 2), 1), mask=p_ok)
+    tl.store(dx_ptr + out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
 def _config(planes: int, height: int, width: int) -> tuple[int, int, int, int, int]:
     """(BLOCK_P, BLOCK_H, BLOCK_W, number of row blocks, number of programs): whole rows, as many as make about
     TILE outputs, and several planes when one is smaller than that."""
@@ -82,3 +124,20 @@ def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bo
         BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
     )
     return y, pre
+
+
+def dwconv_bwd(dpre: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Gradients of the convolution (before the SiLU) from dpre, its incoming gradient (contiguous (B, C, H, W)):
+    (dx in x's dtype, dweight (C, 1, K, K) and dbias (C,) or None in float32 (float64 for float64 x))."""
+    batch, channels, height, width = x.shape
+    k = weight.shape[-1]
+    acc_dtype, DT = compute_dtype(x)
+    dx = torch.empty(batch, channels, height, width, device=x.device, dtype=x.dtype)
+    block_p, block_h, block_w, n_hblocks, programs = _config(batch * channels, height, width)
+    part = torch.empty(batch, channels, n_hblocks, k * k + 1, device=x.device, dtype=acc_dtype)
+    _dwconv_bwd_kernel[(programs,)](
+        dpre, x, weight, dx, part, batch * channels, channels, height, width, n_hblocks, x.stride(0), x.stride(1),
+        K=k, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
+    )
+    dweight = part[..., : k * k].sum((0, 2)).view(channels, 1, k, k)
+    return dx, dweight, (part[..., k * k].sum((0, 2)) if has_bias else None)
