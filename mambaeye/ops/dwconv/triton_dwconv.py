@@ -58,45 +58,48 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
 
 
 @triton.jit
-def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, planes, channels, height, width, n_hblocks, sx_b,
-                       sx_c, K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-                       DT: tl.constexpr):
-    """dx = the depthwise conv of dpre with the kernel flipped; per (plane, row block): sum_{h, w} dpre[h, w] *
-    x[h + kh - K//2, w + kw - K//2] for every tap, then sum dpre (the bias), as K * K + 1 partials."""
+def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels, height, width, n_blocks,
+                       batches_per_split, sx_b, sx_c, K: tl.constexpr, BLOCK_T: tl.constexpr,
+                       BLOCK_S: tl.constexpr, DT: tl.constexpr):
+    """One channel, BLOCK_S positions of its plane (flattened), a slice of the batch. The K * K taps are a tensor
+    axis (padded to BLOCK_T): a (BLOCK_T, BLOCK_S) load of the gradient at the flipped taps' offsets, times the
+    weights and summed over taps, gives dx; a load of x at the taps' offsets, times the gradient, accumulates the
+    weight's gradient across the batch loop, reduced once at the end. Offsets and zero-padding masks depend only
+    on the position and are computed once, outside the batch loop."""
     pid = tl.program_id(0)
-    hblock = pid % n_hblocks
-    offs_p = (pid // n_hblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_h = hblock * BLOCK_H + tl.arange(0, BLOCK_H)
-    offs_w = tl.arange(0, BLOCK_W)
-    p_ok = offs_p < planes
-    b = (offs_p // channels).to(tl.int64)
-    c = offs_p % channels
-    out = ((offs_p.to(tl.int64) * (height * width))[:, None, None] + (offs_h * width)[None, :, None]
-           + offs_w[None, None, :])  # dpre and dx are contiguous (B, C, H, W)
-    x_centre = x_ptr + (b * sx_b + c * sx_c)[:, None, None] + (offs_h * width)[None, :, None] + offs_w[None, None, :]
-    mask = p_ok[:, None, None] & (offs_h < height)[None, :, None] & (offs_w < width)[None, None, :]
-    g = tl.load(dpre_ptr + out, mask=mask, other=0.0).to(DT)
-    part = part_ptr + (offs_p.to(tl.int64) * n_hblocks + hblock) * (K * K + 1)
-    dx = tl.zeros((BLOCK_P, BLOCK_H, BLOCK_W), dtype=DT)
-    for kh in tl.static_range(K):
-        dh = kh - K // 2
-        for kw in tl.static_range(K):
-            dw = kw - K // 2
-            wv = tl.load(w_ptr + c * (K * K) + (kh * K + kw), mask=p_ok, other=0.0).to(DT)
-            # dx[h, w] gets dpre[h - dh, w - dw] * w[kh, kw]
-            hh, ww = offs_h - dh, offs_w - dw
-            src = (p_ok[:, None, None] & ((hh >= 0) & (hh < height))[None, :, None]
-                   & ((ww >= 0) & (ww < width))[None, None, :])
-            gv = tl.load(dpre_ptr + out - (dh * width + dw), mask=src, other=0.0).to(DT)
-            dx += gv * wv[:, None, None]
-            # dw[kh, kw] gets dpre[h, w] * x[h + dh, w + dw]
-            hh, ww = offs_h + dh, offs_w + dw
-            tap = (p_ok[:, None, None] & ((hh >= 0) & (hh < height))[None, :, None]
-                   & ((ww >= 0) & (ww < width))[None, None, :])
-            xv = tl.load(x_centre + (dh * width + dw), mask=tap, other=0.0).to(DT)
-            tl.store(part + (kh * K + kw), tl.sum(tl.sum(g * xv, 2), 1), mask=p_ok)
-    tl.store(part + K * K, tl.sum(tl.sum(g, 2), 1), mask=p_ok)
-    tl.store(dx_ptr + out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    split = tl.program_id(1)
+    c = pid // n_blocks
+    offs_s = (pid % n_blocks) * BLOCK_S + tl.arange(0, BLOCK_S)
+    offs_t = tl.arange(0, BLOCK_T)
+    dh = offs_t // K - K // 2
+    dw = offs_t % K - K // 2
+    row = offs_s // width
+    col = offs_s % width
+    s_ok = offs_s < height * width
+    t_ok = offs_t < K * K
+    # x[h + dh, w + dw] feeds dweight[t]; dpre[h - dh, w - dw] feeds dx[h, w]
+    hh, ww = row[None, :] + dh[:, None], col[None, :] + dw[:, None]
+    x_ok = t_ok[:, None] & s_ok[None, :] & (hh >= 0) & (hh < height) & (ww >= 0) & (ww < width)
+    hh, ww = row[None, :] - dh[:, None], col[None, :] - dw[:, None]
+    g_ok = t_ok[:, None] & s_ok[None, :] & (hh >= 0) & (hh < height) & (ww >= 0) & (ww < width)
+    shift = (dh * width + dw)[:, None] + offs_s[None, :]  # (BLOCK_T, BLOCK_S): x at +shift, dpre at -shift
+    flip = offs_s[None, :] - (dh * width + dw)[:, None]
+    wv = tl.load(w_ptr + c * (K * K) + offs_t, mask=t_ok, other=0.0).to(DT)
+    acc = tl.zeros((BLOCK_T, BLOCK_S), dtype=DT)
+    dbias = tl.zeros((BLOCK_S,), dtype=DT)
+    b_start = split.to(tl.int64) * batches_per_split
+    for i in range(0, tl.minimum(batches_per_split, batch - b_start)):
+        b = b_start + i
+        plane = (b * channels + c) * (height * width)  # dpre and dx are contiguous (B, C, H, W)
+        g = tl.load(dpre_ptr + plane + offs_s, mask=s_ok, other=0.0).to(DT)
+        dbias += g
+        xv = tl.load(x_ptr + b * sx_b + c * sx_c + shift, mask=x_ok, other=0.0).to(DT)
+        acc += xv * g[None, :]
+        gv = tl.load(dpre_ptr + plane + flip, mask=g_ok, other=0.0).to(DT)
+        tl.store(dx_ptr + plane + offs_s, tl.sum(gv * wv[:, None], 0).to(dx_ptr.dtype.element_ty), mask=s_ok)
+    part = part_ptr + ((split * channels + c).to(tl.int64) * n_blocks + pid % n_blocks) * (K * K + 1)
+    tl.store(part + offs_t, tl.sum(acc, 1), mask=t_ok)
+    tl.store(part + K * K, tl.sum(dbias, 0))
 
 
 def _config(planes: int, height: int, width: int) -> tuple[int, int, int, int, int]:
@@ -126,6 +129,10 @@ def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bo
     return y, pre
 
 
+BWD_BLOCK_S = 128  # positions a program (x the taps, padded to a power of two)
+BWD_PROGRAMS = 2048  # the backward splits the batch until about this many programs run
+
+
 def dwconv_bwd(dpre: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tuple[Tensor, Tensor, Tensor | None]:
     """Gradients of the convolution (before the SiLU) from dpre, its incoming gradient (contiguous (B, C, H, W)):
     (dx in x's dtype, dweight (C, 1, K, K) and dbias (C,) or None in float32 (float64 for float64 x))."""
@@ -133,11 +140,14 @@ def dwconv_bwd(dpre: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tuple
     k = weight.shape[-1]
     acc_dtype, DT = compute_dtype(x)
     dx = torch.empty(batch, channels, height, width, device=x.device, dtype=x.dtype)
-    block_p, block_h, block_w, n_hblocks, programs = _config(batch * channels, height, width)
-    part = torch.empty(batch, channels, n_hblocks, k * k + 1, device=x.device, dtype=acc_dtype)
-    _dwconv_bwd_kernel[(programs,)](
-        dpre, x, weight, dx, part, batch * channels, channels, height, width, n_hblocks, x.stride(0), x.stride(1),
-        K=k, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
+    block_s = min(BWD_BLOCK_S, triton.next_power_of_2(height * width))
+    n_blocks = triton.cdiv(height * width, block_s)
+    batches_per_split = triton.cdiv(batch, min(batch, max(1, BWD_PROGRAMS // (channels * n_blocks))))
+    splits = triton.cdiv(batch, batches_per_split)
+    part = torch.empty(splits, channels, n_blocks, k * k + 1, device=x.device, dtype=acc_dtype)
+    _dwconv_bwd_kernel[(channels * n_blocks, splits)](
+        dpre, x, weight, dx, part, batch, channels, height, width, n_blocks, batches_per_split, x.stride(0),
+        x.stride(1), K=k, BLOCK_T=triton.next_power_of_2(k * k), BLOCK_S=block_s, DT=DT, num_warps=4,
     )
     dweight = part[..., : k * k].sum((0, 2)).view(channels, 1, k, k)
     return dx, dweight, (part[..., k * k].sum((0, 2)) if has_bias else None)
