@@ -46,6 +46,26 @@ def test_triton_matches_reference_with_gradients(case):
         torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
 
 
+@needs_triton
+@pytest.mark.parametrize("block_s, programs", [(16, 1), (16, 10**6), (64, 4)])
+def test_backward_tilings_agree(block_s, programs, monkeypatch):
+    """The backward's tiling: positions split into blocks of a plane (16 < 7 * 9), the batch looped in one program
+    (programs 1) or one image a program, or split unevenly (3 images in 2 + 1) - the weight gradient's partials
+    summed over all of them."""
+    from mambaeye.ops.dwconv import triton_dwconv
+
+    monkeypatch.setattr(triton_dwconv, "BWD_BLOCK_S", block_s)
+    monkeypatch.setattr(triton_dwconv, "BWD_PROGRAMS", programs)
+    x = torch.randn(3, 2, 7, 9, dtype=torch.float64, requires_grad=True)
+    weight, bias = (t.requires_grad_(True) for t in _params(2, 3, True))
+    y = depthwise_conv2d_silu(x, weight, bias, backend="triton")
+    y_ref = depthwise_conv2d_silu_ref(x, weight, bias)
+    dy = torch.randn_like(y_ref)
+    for g, g_ref in zip(torch.autograd.grad(y, [x, weight, bias], dy),
+                        torch.autograd.grad(y_ref, [x, weight, bias], dy), strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
 def test_gradcheck_fp64(backend):
     x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)

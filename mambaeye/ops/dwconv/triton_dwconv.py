@@ -129,8 +129,11 @@ def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bo
     return y, pre
 
 
-BWD_BLOCK_S = 128  # positions a program (x the taps, padded to a power of two)
-BWD_PROGRAMS = 2048  # the backward splits the batch until about this many programs run
+# The backward's tiles. H100, VMamba-T's stages at batch 128 (us a call; PyTorch's depthwise backward 1320 / 665 /
+# 359 / 288): 128 positions and 2048 programs 848 / 412 / 192 / 148; 256 and 2048: 614 / 318 / 123 / 149; 256 and
+# 8192: 541 / 336 / 141 / 120 (benchmarks/NOTES.md).
+BWD_BLOCK_S = 256  # positions a program (times the taps, padded to a power of two)
+BWD_PROGRAMS = 8192  # the backward splits the batch until about this many programs run
 
 
 def dwconv_bwd(dpre: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tuple[Tensor, Tensor, Tensor | None]:
