@@ -41,10 +41,12 @@ def _builder(name: str, attention: str, img_size: int, toy: bool):
 
 
 def verdicts(rows: list[dict[str, Any]], toy: bool) -> list[str]:
-    """One line per (Vim model, baseline, attention, dtype) at the largest size both ran: does the claim hold?"""
+    """One line per (Vim model, baseline, attention, dtype) at the largest size both ran: does the claim hold?
+    Pairs whose Vim model was not measured at all (``--models``) get no line."""
     ok = {(r["model"], r["attention"], r["dtype"], r["img_size"]): r for r in rows if r["status"] == "ok"}
+    measured = {r["model"] for r in rows}
     lines = []
-    for vim, deit in PAIRS:
+    for vim, deit in (p for p in PAIRS if p[0] in measured):
         for attention in ("sdpa", "plain"):
             for dtype in sorted({r["dtype"] for r in rows}):
                 sizes = [s for (m, a, d, s) in ok if m == vim and d == dtype and (deit, attention, dtype, s) in ok]

@@ -83,6 +83,14 @@ def test_vim_vs_deit_suite(tmp_path):
     assert "toy CPU numbers" in md
 
 
+def test_vim_vs_deit_verdicts_only_for_the_models_run(tmp_path):
+    """--models vim_tiny: the Vim-S pairs were not measured, so they get no verdict line (not "cannot be checked")."""
+    record, md = _run("vim-vs-deit", tmp_path, "--models", "vim_tiny", "--sizes", "32")
+    assert {r["model"] for r in record["rows"]} == {"vim_tiny", "deit_tiny_patch16_224"}
+    assert len(record["verdicts"]) == 2 and all("Vim-Ti vs DeiT-Ti" in v for v in record["verdicts"])
+    assert "Vim-S" not in md
+
+
 def test_vmamba_suite(tmp_path):
     record, md = _run("vmamba", tmp_path)
     rows = record["rows"]
