@@ -8,6 +8,12 @@ by a constant offset (dh * W + dw) with row and column masks for the zero paddin
 x is read from memory about once and y written once. A first version on flattened positions (row and column by
 integer division, a mask per tap and element) was 2x slower than PyTorch's conv + SiLU (H100: 804 vs 418 us at
 VMamba-T's first stage). Arithmetic in float32 (float64 for float64 x), bias and SiLU applied in registers.
+
+The backward (from the gradient before the SiLU, contiguous) owns one channel, a block of its plane's positions and
+a slice of the batch, and loops over the images: dx is the conv of the gradient with the kernel flipped, and the
+weight's gradient a running (taps, positions) tile reduced once at the end into K * K + 1 partials (the bias'
+last), summed over programs afterwards. A first version on the forward's tiles reduced the tile ten times per
+tile and was slower than PyTorch (H100: 1738 vs 1320 us at VMamba-T's first stage; this one 541 us).
 """
 
 from __future__ import annotations
