@@ -83,6 +83,10 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
     dtypes = args.dtype or (suite.gpu_dtypes if device == "cuda" else ["fp32"])
     on_gpu = device == "cuda"
     cuda_graphs = getattr(args, "cuda_graphs", False)
+    for flag, value in (("--compile", getattr(args, "compile", None)), ("--cuda-graphs", cuda_graphs)):
+        if value and not suite.model_options:
+            users = ", ".join(name for name, s in SUITES.items() if s.model_options)
+            raise SystemExit(f"{flag} applies to the model suites ({users}), not to {suite.name}")
     if cuda_graphs and not on_gpu:
         raise SystemExit("--cuda-graphs needs --device cuda")
     if cuda_graphs and getattr(args, "compile", None):

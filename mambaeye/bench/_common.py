@@ -214,6 +214,7 @@ class Suite:
     run: Callable[[Context, Any], SuiteResult]
     add_arguments: Callable[[Any], None] = lambda p: None
     gpu_dtypes: list[str] = field(default_factory=lambda: ["bf16"])  # default dtypes on GPU (CPU: fp32)
+    model_options: bool = False  # its models' steps go through --compile / --cuda-graphs (the others refuse them)
 
 
 @dataclass

@@ -143,4 +143,4 @@ def run(ctx: Context, args: argparse.Namespace) -> SuiteResult:
 
 
 SUITE = Suite("vim-vs-deit", "Vim-Ti/S vs DeiT-Ti/S (fused and plain attention): img/s and peak memory by size",
-              run, add_arguments, gpu_dtypes=["bf16", "fp32"])
+              run, add_arguments, gpu_dtypes=["bf16", "fp32"], model_options=True)

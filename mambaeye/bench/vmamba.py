@@ -157,4 +157,4 @@ def run(ctx: Context, args: argparse.Namespace) -> SuiteResult:
 
 
 SUITE = Suite("vmamba", "VMamba-T/S/B vs Swin-T/S/B and ConvNeXt-T/S/B: inference, training, resolution sweep",
-              run, add_arguments, gpu_dtypes=["bf16"])
+              run, add_arguments, gpu_dtypes=["bf16"], model_options=True)

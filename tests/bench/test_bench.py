@@ -125,6 +125,14 @@ def test_compile_option_compiles_every_model(tmp_path, monkeypatch):
     assert len(calls) == len(record["rows"]) and record["compile_mode"] == "reduce-overhead"
 
 
+@pytest.mark.parametrize("suite, flag", [("scan", ["--cuda-graphs"]), ("seg-nets", ["--compile", "default"])])
+def test_model_options_are_refused_by_other_suites(tmp_path, suite, flag):
+    """--compile / --cuda-graphs only change the model suites' timing; elsewhere they would be recorded in the
+    results' header without having been applied, so they are refused."""
+    with pytest.raises(SystemExit, match=f"{flag[0]} applies to the model suites \\(vim-vs-deit, vmamba\\)"):
+        bench_main([suite, *flag, "--toy", "--out", str(tmp_path)])
+
+
 @pytest.mark.parametrize("extra, match", [
     (["--device", "cpu"], "--cuda-graphs needs --device cuda"),
     (["--compile", "default"], "--cuda-graphs times eager kernels"),
