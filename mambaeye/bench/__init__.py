@@ -10,6 +10,10 @@ Every suite writes ``SUITE.md``, ``SUITE.json`` and ``SUITE.png`` into ``--out``
 ``benchmarks/results/<card>``). On CPU ``--toy`` is the default (reduced models and inputs, seconds); on a GPU the
 real sizes from the papers run unless ``--toy`` is given.
 
+The model suites (vim-vs-deit, vmamba) also take ``--compile MODE`` (every model, ours and the baselines, through
+``torch.compile``) or ``--cuda-graphs`` (every model's eager step captured in a CUDA graph and its replays timed:
+the kernels' GPU time without the host's launch cost); the other suites refuse both.
+
 A suite is a :class:`Suite` (name, help, ``add_arguments(parser)``, ``run(ctx, args) -> SuiteResult``); add one
 with :func:`register_suite`.
 """
