@@ -68,6 +68,23 @@ def test_backward_tilings_agree(block_s, programs, monkeypatch):
         torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
 
 
+@needs_triton
+def test_bias_gradient_keeps_its_own_dtype():
+    """dbias comes back in the bias' dtype straight from the float64 sums, not through the weight's (bf16 here)."""
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight, bias = _params(3, 3, True)
+    weight = weight.bfloat16().requires_grad_(True)
+    bias.requires_grad_(True)
+    y = depthwise_conv2d_silu(x, weight, bias, backend="triton")
+    dy = torch.randn_like(y)
+    dw, db = torch.autograd.grad(y, [weight, bias], dy)
+    w_ref, b_ref = weight.detach().double().requires_grad_(True), bias.detach().clone().requires_grad_(True)
+    dw_ref, db_ref = torch.autograd.grad(depthwise_conv2d_silu_ref(x, w_ref, b_ref), [w_ref, b_ref], dy)
+    assert dw.dtype == torch.bfloat16 and db.dtype == torch.float64
+    torch.testing.assert_close(db, db_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(dw, dw_ref.bfloat16())
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
 def test_gradcheck_fp64(backend):
     x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)

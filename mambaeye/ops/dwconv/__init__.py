@@ -50,21 +50,22 @@ def _fwd_fake(x, weight, bias, save_pre):
 
 
 @torch.library.custom_op("mambaeye::depthwise_conv2d_silu_bwd", mutates_args=())
-def _bwd(dpre: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tuple[Tensor, Tensor, Tensor]:
-    return _bwd_impl(dpre, x, weight, has_bias)
+def _bwd(dpre: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    return _bwd_impl(dpre, x, weight, bias)
 
 
 @_bwd.register_fake
-def _bwd_fake(dpre, x, weight, has_bias):
-    return torch.empty_like(x), torch.empty_like(weight), weight.new_empty((weight.shape[0],) if has_bias else (0,))
+def _bwd_fake(dpre, x, weight, bias):
+    return torch.empty_like(x), torch.empty_like(weight), torch.empty_like(bias) if bias is not None else x.new_empty(0)
 
 
-def _bwd_impl(dpre, x, weight, has_bias):
-    """(dx, dweight, dbias or an empty tensor) in x's, weight's and weight's dtypes."""
+def _bwd_impl(dpre, x, weight, bias):
+    """(dx, dweight, dbias or an empty tensor) in x's, weight's and bias' dtypes (the sums are float32 or float64
+    until then)."""
     from .triton_dwconv import dwconv_bwd
 
-    dx, dw, db = dwconv_bwd(dpre, x, weight, has_bias)
-    return dx, dw.to(weight.dtype), (db.to(weight.dtype) if has_bias else weight.new_empty(0))
+    dx, dw, db = dwconv_bwd(dpre, x, weight, bias is not None)
+    return dx, dw.to(weight.dtype), (db.to(bias.dtype) if bias is not None else x.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output):
@@ -82,8 +83,8 @@ def _backward(ctx, dy, _dpre=None, bwd=None):
         pre = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype) if ctx.has_bias else None,
                        padding=weight.shape[-1] // 2, groups=x.shape[1])
     dpre = torch.ops.aten.silu_backward(dy.to(pre.dtype), pre).contiguous()  # one kernel, as autograd's SiLU
-    dx, dw, db = (bwd or _bwd)(dpre, x, weight, ctx.has_bias)
-    return dx, dw, (db.to(bias.dtype) if ctx.has_bias else None), None
+    dx, dw, db = (bwd or _bwd)(dpre, x, weight, bias if ctx.has_bias else None)
+    return dx, dw, (db if ctx.has_bias else None), None
 
 
 _fwd.register_autograd(_backward, setup_context=_setup_context)
