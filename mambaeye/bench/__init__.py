@@ -86,20 +86,20 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
     toy = (device == "cpu") if args.toy is None else args.toy
     dtypes = args.dtype or (suite.gpu_dtypes if device == "cuda" else ["fp32"])
     on_gpu = device == "cuda"
-    cuda_graphs = getattr(args, "cuda_graphs", False)
-    for flag, value in (("--compile", getattr(args, "compile", None)), ("--cuda-graphs", cuda_graphs)):
+    compile_mode, cuda_graphs = getattr(args, "compile", None), getattr(args, "cuda_graphs", False)
+    for flag, value in (("--compile", compile_mode), ("--cuda-graphs", cuda_graphs)):
         if value and not suite.model_options:
             users = ", ".join(name for name, s in SUITES.items() if s.model_options)
             raise SystemExit(f"{flag} applies to the model suites ({users}), not to {suite.name}")
     if cuda_graphs and not on_gpu:
         raise SystemExit("--cuda-graphs needs --device cuda")
-    if cuda_graphs and getattr(args, "compile", None):
+    if cuda_graphs and compile_mode:
         raise SystemExit("--cuda-graphs times eager kernels; with --compile use mode reduce-overhead instead")
     out = Path(args.out) if args.out else Path("benchmarks") / "results" / slug(card_name(device))
     ctx = Context(suite=suite.name, device=device, dtypes=list(dtypes), toy=toy, out_dir=out,
                   warmup=args.warmup if args.warmup is not None else (10 if on_gpu else 1),
                   repeats=args.repeats if args.repeats is not None else (30 if on_gpu else 3), command=command,
-                  compile_mode=getattr(args, "compile", None), cuda_graphs=cuda_graphs)
+                  compile_mode=compile_mode, cuda_graphs=cuda_graphs)
     result = suite.run(ctx, args)
     paths = write_outputs(ctx, result)
     print(result.markdown)
