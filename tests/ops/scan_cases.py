@@ -65,6 +65,18 @@ def scan_with_grads(inputs: dict, backend: str, softplus: bool, seed: int = 7, r
     return out.detach(), last.detach(), grads
 
 
+def assert_compiled_matches_eager(fn, inputs, loss=lambda out: out) -> None:
+    """``torch.compile(fn, fullgraph=True, backend="aot_eager")`` (which traces an op's registered custom op) gives
+    fn's eager output (an autograd.Function), and the same gradients of ``loss(output)`` for every input."""
+    ref = fn(*inputs)
+    grads_ref = torch.autograd.grad(loss(ref), inputs)
+    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(*inputs)
+    grads = torch.autograd.grad(loss(out), inputs)
+    torch.testing.assert_close(out, ref)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
 def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     """||got - ref|| / ||ref|| in float64 (NaN anywhere gives NaN, which fails every bound)."""
     got, ref = got.detach().double().cpu(), ref.detach().double().cpu()

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from mambaeye.ops.bias_gelu import bias_gelu_channel_first, bias_gelu_channel_first_ref
 from mambaeye.ops.selective_scan import available_backends
 
+from .scan_cases import assert_compiled_matches_eager
+
 needs_triton = pytest.mark.skipif("triton" not in available_backends("cpu"),
                                   reason="needs triton under TRITON_INTERPRET=1")
 BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
@@ -101,13 +103,7 @@ def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
     def fn(x, b):
         return bias_gelu_channel_first(x[:, 1:], b[1:], backend="triton")
 
-    ref = fn(x, b)
-    grads_ref = torch.autograd.grad(ref.square().sum(), [x, b])
-    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, b)
-    grads = torch.autograd.grad(out.square().sum(), [x, b])
-    torch.testing.assert_close(out, ref)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref)
+    assert_compiled_matches_eager(fn, (x, b), loss=lambda out: out.square().sum())
 
 
 @pytest.mark.gpu

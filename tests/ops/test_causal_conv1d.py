@@ -9,6 +9,8 @@ import torch
 from mambaeye.ops.causal_conv1d import causal_conv1d, causal_conv1d_ref
 from mambaeye.ops.selective_scan import _HAS_TRITON
 
+from .scan_cases import assert_compiled_matches_eager
+
 needs_triton = pytest.mark.skipif(not _HAS_TRITON, reason="triton is not installed")
 
 
@@ -121,13 +123,7 @@ def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
     def fn(x, w, b):
         return causal_conv1d(x, w, b, "silu", reverse=True, backend="triton")
 
-    ref = fn(x, w, b)
-    grads_ref = torch.autograd.grad(ref.sum(), [x, w, b])
-    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, w, b)
-    grads = torch.autograd.grad(out.sum(), [x, w, b])
-    torch.testing.assert_close(out, ref)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref)
+    assert_compiled_matches_eager(fn, (x, w, b), loss=lambda out: out.sum())
 
 
 @needs_triton

@@ -12,7 +12,7 @@ from mambaeye.ops.cross_scan import projection as dtp
 from mambaeye.ops.cross_scan.projection import dt_projection
 from mambaeye.ops.selective_scan import available_backends
 
-from .scan_cases import rel_err
+from .scan_cases import assert_compiled_matches_eager, rel_err
 
 needs_triton = pytest.mark.skipif("triton" not in available_backends("cpu"),
                                   reason="needs triton under TRITON_INTERPRET=1")
@@ -105,13 +105,7 @@ def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
     def fn(w, x):
         return dt_projection(w, x[..., 1:]).float().square().sum()
 
-    ref = fn(weight, dts)
-    grads_ref = torch.autograd.grad(ref, [weight, dts])
-    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(weight, dts)
-    grads = torch.autograd.grad(out, [weight, dts])
-    torch.testing.assert_close(out, ref)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref)
+    assert_compiled_matches_eager(fn, (weight, dts))
 
 
 @pytest.mark.gpu

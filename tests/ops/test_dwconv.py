@@ -11,7 +11,7 @@ import torch
 from mambaeye.ops.dwconv import depthwise_conv2d_silu, depthwise_conv2d_silu_ref
 from mambaeye.ops.selective_scan import available_backends
 
-from .scan_cases import rel_err
+from .scan_cases import assert_compiled_matches_eager, rel_err
 
 needs_triton = pytest.mark.skipif("triton" not in available_backends("cpu"),
                                   reason="needs triton under TRITON_INTERPRET=1")
@@ -138,13 +138,7 @@ def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
     def fn(x, w, b):
         return depthwise_conv2d_silu(x[:, :, 1:], w, b, backend="triton").square().sum()
 
-    ref = fn(x, weight, bias)
-    grads_ref = torch.autograd.grad(ref, [x, weight, bias])
-    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, weight, bias)
-    grads = torch.autograd.grad(out, [x, weight, bias])
-    torch.testing.assert_close(out, ref)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref)
+    assert_compiled_matches_eager(fn, (x, weight, bias))
 
 
 @pytest.mark.gpu

@@ -10,6 +10,8 @@ import torch
 from mambaeye.ops.layer_norm import _as_bcl, layer_norm_channel_first, layer_norm_channel_first_ref
 from mambaeye.ops.selective_scan import available_backends
 
+from .scan_cases import assert_compiled_matches_eager
+
 # the triton backend on CPU tensors needs Triton's interpreter (tests/conftest.py sets it when CUDA is absent)
 needs_triton = pytest.mark.skipif("triton" not in available_backends("cpu"),
                                   reason="needs triton under TRITON_INTERPRET=1")
@@ -219,13 +221,7 @@ def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
     def fn(x, w, b):
         return layer_norm_channel_first(x[:, 1:], w[1:], b[1:], backend="triton")
 
-    ref = fn(x, w, b)
-    grads_ref = torch.autograd.grad(ref.square().sum(), [x, w, b])
-    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, w, b)
-    grads = torch.autograd.grad(out.square().sum(), [x, w, b])
-    torch.testing.assert_close(out, ref)
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref)
+    assert_compiled_matches_eager(fn, (x, w, b), loss=lambda out: out.square().sum())
 
 
 @pytest.mark.gpu
