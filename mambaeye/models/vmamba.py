@@ -33,13 +33,14 @@ from torch import Tensor, nn
 from ..convert.vmamba import is_vmamba_state_dict, vmamba_from_official, vmamba_version
 from ..layers import SS2D
 from ..ops.bias_gelu import bias_gelu_channel_first
-from ..ops.layer_norm import layer_norm_channel_first
+from ..ops.layer_norm import add_layer_norm_channel_first, layer_norm_channel_first
 from ._builder import adapt_input_conv, build_model, fit_classifier
 from ._features import resolve_indices
 from ._helpers import DropPath, drop_path_rates, to_2tuple
 from ._registry import register_model
 
-__all__ = ["VSSM", "VSSBlock", "VSSStage", "LayerNorm2d", "Linear2d", "PatchMerging2D", "checkpoint_filter_fn"]
+__all__ = ["VSSM", "VSSBlock", "VSSStage", "LayerNorm2d", "Linear2d", "PatchMerging2D", "add_norm",
+           "checkpoint_filter_fn", "residual_add"]
 
 _logger = logging.getLogger(__name__)
 
@@ -61,11 +62,20 @@ class LayerNorm2d(nn.LayerNorm):
         super().__init__(normalized_shape, *args, **kwargs)
         self.autocast_output = autocast_output
 
-    def forward(self, x: Tensor) -> Tensor:
-        out_dtype, device = None, x.device.type
+    def _out_dtype(self, x: Tensor) -> torch.dtype | None:
+        device = x.device.type
         if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-            out_dtype = torch.get_autocast_dtype(device) if self.autocast_output else torch.float32
-        return layer_norm_channel_first(x, self.weight, self.bias, self.eps, out_dtype=out_dtype)
+            return torch.get_autocast_dtype(device) if self.autocast_output else torch.float32
+        return None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return layer_norm_channel_first(x, self.weight, self.bias, self.eps, out_dtype=self._out_dtype(x))
+
+    def forward_add(self, x: Tensor, branch: Tensor, branch_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(s, norm(s)) with s = x + branch (+ branch_bias per channel) in one pass
+        (:func:`mambaeye.ops.layer_norm.add_layer_norm_channel_first`): a residual add and the next pre-norm."""
+        return add_layer_norm_channel_first(x, branch, self.weight, self.bias, self.eps, branch_bias,
+                                            out_dtype=self._out_dtype(x))
 
 
 class Linear2d(nn.Linear):
@@ -89,7 +99,9 @@ class Mlp(nn.Module):
     """fc1 -> GELU -> dropout -> fc2 -> dropout, over the channels (channel-first: Linear2d).
 
     Channel-first, fc1's bias and the GELU are one pass (:func:`mambaeye.ops.bias_gelu.bias_gelu_channel_first`):
-    cuDNN's 1x1 convolution leaves the bias to a separate broadcast add."""
+    cuDNN's 1x1 convolution leaves the bias to a separate broadcast add. For the same reason ``add_bias=False``
+    leaves fc2's bias to the caller (VSSBlock adds it in its residual add), channel-first without dropout only.
+    """
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0, channel_first: bool = False) -> None:
         super().__init__()
@@ -100,11 +112,21 @@ class Mlp(nn.Module):
         self.fc2 = linear(hidden, dim)
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def can_defer_bias(self) -> bool:
+        """Whether ``forward(x, add_bias=False)`` is allowed: channel-first, no dropout after fc2."""
+        return self.channel_first and isinstance(self.drop, nn.Identity)
+
+    def forward(self, x: Tensor, add_bias: bool = True) -> Tensor:
+        if not add_bias and not self.can_defer_bias:
+            raise ValueError("Mlp: add_bias=False needs channel_first=True and no dropout (drop=0): the bias is "
+                             "added before the dropout")
         if self.channel_first:
             h = bias_gelu_channel_first(self.fc1(x, add_bias=False), self.fc1.bias)
         else:
             h = self.act(self.fc1(x))
+        if not add_bias:
+            return self.fc2(h, add_bias=False)
         return self.drop(self.fc2(self.drop(h)))
 
 
@@ -168,8 +190,30 @@ def _make_downsample(version: str, dim: int, out_dim: int, channel_first: bool) 
     raise ValueError(f"downsample_version must be 'v1' or 'v3', got {version!r}")
 
 
+def residual_add(x: Tensor, branch: Tensor | None, branch_bias: Tensor | None = None) -> Tensor:
+    """x + branch (+ branch_bias per channel of a (B, C, *S) branch); x itself when branch is None."""
+    if branch is None:
+        return x
+    x = x + branch
+    return x if branch_bias is None else x + branch_bias.view(-1, *([1] * (branch.dim() - 2)))
+
+
+def add_norm(norm: nn.Module, x: Tensor, branch: Tensor | None,
+             branch_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(s, norm(s)) with s = :func:`residual_add` (x, branch, branch_bias): one pass for a LayerNorm2d."""
+    if branch is not None and isinstance(norm, LayerNorm2d):
+        return norm.forward_add(x, branch, branch_bias)
+    x = residual_add(x, branch, branch_bias)
+    return x, norm(x)
+
+
 class VSSBlock(nn.Module):
-    """x + drop_path(SS2D(norm(x))), then (if mlp_ratio > 0) x + drop_path(MLP(norm2(x)))."""
+    """x + drop_path(SS2D(norm(x))), then (if mlp_ratio > 0) x + drop_path(MLP(norm2(x))).
+
+    :meth:`forward_residual` leaves the block's last residual add to its caller, so that VSSStage runs it with the
+    next block's norm in one pass (mamba-ssm's blocks hand on (hidden_states, residual) for the same reason);
+    channel-first without drop path or MLP dropout, fc2's bias is handed on too (added in that pass).
+    """
 
     def __init__(self, dim: int, drop_path: float = 0.0, mlp_ratio: float = 4.0, mlp_drop_rate: float = 0.0,
                  channel_first: bool = False, **ssm_kwargs) -> None:
@@ -183,29 +227,44 @@ class VSSBlock(nn.Module):
         else:
             self.norm2 = self.mlp = None
 
+    def forward_residual(self, x: Tensor, branch: Tensor | None = None, branch_bias: Tensor | None = None,
+                         ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The block applied to :func:`residual_add` (x, branch, branch_bias) (the previous block's pending add),
+        returned as its own pending add: (x', branch', branch_bias'), the block's output being
+        residual_add(x', branch', branch_bias'). Shapes: x, branch (B, C, H, W) channel-first, else (B, H, W, C);
+        branch_bias (C,) or None."""
+        x, h = add_norm(self.norm, x, branch, branch_bias)
+        y = self.drop_path(self.op(h))
+        if self.mlp is None:
+            return x, y, None
+        x, h = add_norm(self.norm2, x, y)
+        if self.mlp.can_defer_bias and isinstance(self.drop_path, nn.Identity):
+            return x, self.mlp(h, add_bias=False), self.mlp.fc2.bias
+        return x, self.drop_path(self.mlp(h)), None
+
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.op(self.norm(x)))
-        if self.mlp is not None:
-            x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x
+        return residual_add(*self.forward_residual(x))
 
 
 class VSSStage(nn.Module):
     """``blocks`` at one resolution, then ``downsample`` (Identity in the last stage)."""
 
-    def __init__(self, blocks: Sequence[nn.Module], downsample: nn.Module) -> None:
+    def __init__(self, blocks: Sequence[VSSBlock], downsample: nn.Module) -> None:
         super().__init__()
         self.blocks = nn.Sequential(*blocks)
         self.downsample = downsample
         self.grad_checkpointing = False
 
     def forward_blocks(self, x: Tensor) -> Tensor:
+        """The blocks in turn, each one's last residual add run with the next one's norm (VSSBlock.forward_residual)."""
+        pending: tuple[Tensor | None, Tensor | None] = (None, None)
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                x, *pending = torch.utils.checkpoint.checkpoint(block.forward_residual, x, *pending,
+                                                                use_reentrant=False)
             else:
-                x = block(x)
-        return x
+                x, *pending = block.forward_residual(x, *pending)
+        return residual_add(x, *pending)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.downsample(self.forward_blocks(x))

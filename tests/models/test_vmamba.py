@@ -1,5 +1,5 @@
 """VMamba v2 / v0: forward/backward of every variant, sizes, the 4 stage maps, official layout and init,
-gradient checkpointing, torch.compile."""
+gradient checkpointing, torch.compile, the blocks' fused residual adds against the plain formula."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mambaeye.models import VSSM, create_model
-from mambaeye.models.vmamba import LayerNorm2d, Mlp, PatchMerging2D
+from mambaeye.models.vmamba import LayerNorm2d, Mlp, PatchMerging2D, VSSBlock, VSSStage
 from mambaeye.ops import available_backends
 
 from ._small import VMAMBA, small
@@ -127,6 +127,54 @@ def test_channel_first_mlp_is_the_channel_last_mlp(backend, monkeypatch):
     grads_ref = torch.autograd.grad(y_ref.square().sum(), [x, last.fc1.weight, last.fc1.bias])
     for g, g_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def _plain_block(block: VSSBlock, x: torch.Tensor) -> torch.Tensor:
+    """The block's definition with its own modules: x + dp(op(norm(x))), then x + dp(mlp(norm2(x)))."""
+    x = x + block.drop_path(block.op(block.norm(x)))
+    return x if block.mlp is None else x + block.drop_path(block.mlp(block.norm2(x)))
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+    "triton" not in available_backends("cpu"), reason="needs triton under TRITON_INTERPRET=1"))])
+@pytest.mark.parametrize("kind", ["fc2_bias_deferred", "mlp_dropout", "no_mlp", "channel_last"])
+def test_stage_with_fused_residual_adds_is_the_plain_composition(kind, backend, monkeypatch):
+    """VSSStage hands each block's last residual add (and fc2's bias, where no dropout follows it) on to the next
+    block's norm: output and every gradient equal the blocks applied one by one as x + f(norm(x))."""
+    from mambaeye.ops import layer_norm
+
+    if backend == "triton":
+        fused = layer_norm.add_layer_norm_channel_first
+        monkeypatch.setattr("mambaeye.models.vmamba.add_layer_norm_channel_first",
+                            lambda *a, **k: fused(*a, **{**k, "backend": "triton"}))
+    channel_first = kind != "channel_last"
+    blocks = [VSSBlock(8, mlp_ratio=0.0 if kind == "no_mlp" else 2.0, channel_first=channel_first,
+                       mlp_drop_rate=0.1 if kind == "mlp_dropout" else 0.0, backend="torch") for _ in range(3)]
+    stage = VSSStage(blocks, torch.nn.Identity()).double().eval()  # eval: dropout is the identity
+    for name, p in stage.named_parameters():  # the norms' weight 1 / bias 0 and fc2's zero bias would hide mistakes
+        if name.endswith(("norm.weight", "norm.bias", "norm2.weight", "norm2.bias", "fc2.bias")):
+            torch.nn.init.normal_(p, 0.5, 0.3)
+    deferred = [b.mlp is not None and b.mlp.can_defer_bias for b in blocks]
+    assert deferred == [kind == "fc2_bias_deferred"] * 3
+    shape = (2, 8, 5, 7) if channel_first else (2, 5, 7, 8)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    y = stage(x)
+    y_ref = x
+    for block in blocks:
+        y_ref = _plain_block(block, y_ref)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(blocks[0](x), _plain_block(blocks[0], x))
+    params = [x, *stage.parameters()]
+    for g, g_ref in zip(torch.autograd.grad(y.square().sum(), params),
+                        torch.autograd.grad(y_ref.square().sum(), params), strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
+def test_mlp_refuses_to_leave_its_bias_before_a_dropout():
+    with pytest.raises(ValueError, match="add_bias=False needs channel_first=True and no dropout"):
+        Mlp(4, 8, drop=0.1, channel_first=True)(torch.randn(1, 4, 2, 2), add_bias=False)
+    with pytest.raises(ValueError, match="add_bias=False needs channel_first=True"):
+        Mlp(4, 8)(torch.randn(1, 2, 2, 4), add_bias=False)
 
 
 def test_layer_norm_2d_output_dtype_under_autocast():

@@ -1,16 +1,22 @@
 """mambaeye.ops.layer_norm: the reference against the formula, the triton kernels (interpreter on CPU) against the
 reference, forward and every gradient, any number of spatial dims, strided (channel-sliced) inputs, mixed dtypes,
-autocast, the custom op's registration and torch.compile."""
+autocast, the custom op's registration and torch.compile; the same for the residual add + norm."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mambaeye.ops.layer_norm import _as_bcl, layer_norm_channel_first, layer_norm_channel_first_ref
+from mambaeye.ops.layer_norm import (
+    _as_bcl,
+    add_layer_norm_channel_first,
+    add_layer_norm_channel_first_ref,
+    layer_norm_channel_first,
+    layer_norm_channel_first_ref,
+)
 from mambaeye.ops.selective_scan import available_backends
 
-from .scan_cases import assert_compiled_matches_eager
+from .scan_cases import assert_compiled_matches_eager, rel_err
 
 # the triton backend on CPU tensors needs Triton's interpreter (tests/conftest.py sets it when CUDA is absent)
 needs_triton = pytest.mark.skipif("triton" not in available_backends("cpu"),
@@ -198,18 +204,118 @@ def test_bad_arguments_name_the_problem(kwargs, error, match):
         layer_norm_channel_first(**args)
 
 
+# ---- the residual add + norm: (s, LN(s)) with s = x + branch (+ branch_bias)
+
+
+def test_add_reference_is_the_rounded_sum_then_the_norm():
+    x = torch.randn(2, 6, 3, 4)
+    r = torch.randn(2, 6, 3, 4).bfloat16()
+    rb, w, b = torch.randn(6), torch.randn(6), torch.randn(6)
+    s, y = add_layer_norm_channel_first_ref(x, r, w, b, 1e-6, branch_bias=rb, out_dtype=torch.bfloat16)
+    assert (s.dtype, y.dtype) == (torch.float32, torch.bfloat16)
+    torch.testing.assert_close(s, x + r.float() + rb[:, None, None])
+    torch.testing.assert_close(y, layer_norm_channel_first_ref(s, w, b, 1e-6, torch.bfloat16))
+    s16, _ = add_layer_norm_channel_first_ref(x.bfloat16(), r)  # bf16 + bf16: the sum is rounded to bf16
+    assert s16.dtype == torch.bfloat16 and torch.equal(s16, (x.bfloat16().float() + r.float()).bfloat16())
+
+
+ADD_DTYPES = {  # (x, branch): the residual stream and the branch
+    "fp64": (torch.float64, torch.float64),
+    "fp32": (torch.float32, torch.float32),
+    "fp32+bf16": (torch.float32, torch.bfloat16),  # VMamba under autocast: fp32 residual, bf16 branch
+    "bf16+fp32": (torch.bfloat16, torch.float32),  # s is fp32: x's gradient is cast back to bf16
+}
+
+
 @needs_triton
+@pytest.mark.parametrize("used", ["both", "s_only", "y_only"])
+@pytest.mark.parametrize("branch_bias", [True, False], ids=["branch_bias", "no_branch_bias"])
+@pytest.mark.parametrize("dtypes", list(ADD_DTYPES))
+@pytest.mark.parametrize("case", ["B2C96_3x5", "L300_three_blocks", "channel_sliced", "channels_last"])
+def test_triton_add_norm_matches_reference_with_gradients(case, dtypes, branch_bias, used):
+    x_dtype, r_dtype = ADD_DTYPES[dtypes]
+    x = SHAPES[case](x_dtype).requires_grad_(True)
+    r = SHAPES[case](r_dtype).requires_grad_(True)
+    dim = x.shape[1]
+    w, b = _params(dim, "affine", torch.float32)
+    rb = torch.randn(dim, requires_grad=True) if branch_bias else None
+    s, y = add_layer_norm_channel_first(x, r, w, b, eps=1e-5, branch_bias=rb, backend="triton")
+    s_ref, y_ref = add_layer_norm_channel_first_ref(x, r, w, b, eps=1e-5, branch_bias=rb)
+    assert s.dtype == torch.promote_types(x_dtype, r_dtype) and y.dtype == s.dtype
+    tol = 1e-10 if dtypes == "fp64" else 1e-5
+    _close(s, s_ref, tol, "s")
+    _close(y, y_ref, tol, "y")
+    outputs, outputs_ref = {"both": ((s, y), (s_ref, y_ref)), "s_only": ((s,), (s_ref,)),
+                            "y_only": ((y,), (y_ref,))}[used]
+    grad_out = [torch.randn(t.shape, dtype=t.dtype) for t in outputs]
+    params = [t for t in (x, r, w, b, rb) if t is not None]
+    names = ["x", "branch", "w", "b", "branch_bias"][:len(params)]
+    grads = torch.autograd.grad(outputs, params, grad_out, allow_unused=True)
+    grads_ref = torch.autograd.grad(outputs_ref, params, grad_out, allow_unused=True)
+    for g, g_ref, name in zip(grads, grads_ref, names, strict=True):
+        if g_ref is None:  # s only: no gradient reaches the norm's weight and bias
+            assert g is None or not g.any(), f"d{name}"
+            continue
+        assert g.dtype == g_ref.dtype, f"d{name}: {g.dtype} vs {g_ref.dtype}"
+        half = torch.bfloat16 in (g.dtype, x_dtype, r_dtype)
+        _close(g.double(), g_ref.double(), 1e-2 if half else tol * 10, f"d{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_add_norm_gradcheck_fp64(backend):
+    def fn(x, r, w, b, rb):
+        return add_layer_norm_channel_first(x, r, w, b, branch_bias=rb, backend=backend)
+
+    inputs = (torch.randn(2, 3, 2, 2, dtype=torch.float64), torch.randn(2, 3, 2, 2, dtype=torch.float64),
+              *(torch.randn(3, dtype=torch.float64) for _ in range(3)))
+    assert torch.autograd.gradcheck(fn, tuple(t.requires_grad_(True) for t in inputs))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_add_norm_under_autocast(backend):
+    """The VMamba block's case: a float32 residual stream, a bf16 branch, the normalised output in bf16."""
+    x, r, w, b = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3).bfloat16(), torch.randn(8), torch.randn(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s, y = add_layer_norm_channel_first(x, r, w, b, backend=backend, out_dtype=torch.bfloat16)
+    assert (s.dtype, y.dtype) == (torch.float32, torch.bfloat16)
+    s_ref, y_ref = add_layer_norm_channel_first_ref(x, r, w, b, out_dtype=torch.bfloat16)
+    torch.testing.assert_close(s, s_ref)
+    _close(y.float(), y_ref.float(), 1e-2, "y")
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(branch=torch.randn(2, 3, 5)), ValueError, r"branch must have x's shape \(2, 3, 4\), got \(2, 3, 5\)"),
+    (dict(branch=None), TypeError, "branch must be a torch.Tensor, got None"),
+    (dict(branch=torch.ones(2, 3, 4, dtype=torch.int64)), TypeError, "branch must be float64, float32"),
+    (dict(branch=torch.randn(2, 3, 4, device="meta")), ValueError, "branch is on meta but x is on cpu"),
+    (dict(branch_bias=torch.randn(4)), ValueError, r"branch_bias must be \(3,\) for x with 3 channels"),
+    (dict(out_dtype=torch.int8), TypeError, "add_layer_norm_channel_first: out_dtype must be"),
+])
+def test_add_norm_bad_arguments_name_the_problem(kwargs, error, match):
+    args = dict(x=torch.randn(2, 3, 4), branch=torch.randn(2, 3, 4), weight=torch.randn(3), bias=torch.randn(3))
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        add_layer_norm_channel_first(**args)
+
+
+@needs_triton
+@pytest.mark.parametrize("branch", [None, torch.float32, torch.float64], ids=["norm", "add_fp32", "add_fp64"])
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "none"])
-def test_custom_ops_pass_opcheck(affine):
+def test_custom_ops_pass_opcheck(affine, branch):
     from mambaeye.ops.layer_norm import _ln_bwd, _ln_fwd
 
     x = torch.randn(2, 5, 6, requires_grad=True)
     w, b = (torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)) if affine else (None, None)
-    torch.library.opcheck(_ln_fwd, (x, w, b, 1e-5, True, torch.float32))
+    r = torch.randn(2, 5, 6, dtype=branch, requires_grad=True) if branch is not None else None
+    rb = torch.randn(5, requires_grad=True) if branch is not None else None
+    torch.library.opcheck(_ln_fwd, (x, w, b, 1e-5, True, torch.float32, r, rb))
     # the backward op itself has no autograd formula (no double backward): its inputs do not require grad
-    x, w, b = (t.detach() if t is not None else None for t in (x, w, b))
-    _, mean, rstd = _ln_fwd(x, w, b, 1e-5, True, torch.float32)
-    torch.library.opcheck(_ln_bwd, (torch.randn(2, 5, 6), x, w, b, mean, rstd))
+    x, w, b, r, rb = (t.detach() if t is not None else None for t in (x, w, b, r, rb))
+    _, mean, rstd, s = _ln_fwd(x, w, b, 1e-5, True, torch.float32, r, rb)
+    normed = s if r is not None else x
+    ds = torch.randn(normed.shape, dtype=normed.dtype) if r is not None else None
+    torch.library.opcheck(_ln_bwd, (torch.randn(2, 5, 6), normed, w, b, mean, rstd, ds,
+                                    r.dtype if r is not None else None, rb))
 
 
 @needs_triton
@@ -222,6 +328,17 @@ def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
         return layer_norm_channel_first(x[:, 1:], w[1:], b[1:], backend="triton")
 
     assert_compiled_matches_eager(fn, (x, w, b), loss=lambda out: out.square().sum())
+
+
+@needs_triton
+def test_compile_fullgraph_traces_the_add_norm_and_matches_eager():
+    x, r = torch.randn(2, 6, 3, 4, requires_grad=True), torch.randn(2, 6, 3, 4, requires_grad=True)
+    w, b, rb = (torch.randn(6, requires_grad=True) for _ in range(3))
+
+    def fn(x, r, w, b, rb):
+        return add_layer_norm_channel_first(x, r, w, b, branch_bias=rb, backend="triton")
+
+    assert_compiled_matches_eager(fn, (x, r, w, b, rb), loss=lambda out: out[0].sum() + out[1].square().sum())
 
 
 @pytest.mark.gpu
@@ -246,3 +363,30 @@ def test_triton_gpu_bf16_against_fp32(shape):
     for g, g_ref, name in zip(grads, grads_ref, ["dx", "dw", "db"], strict=True):
         err = ((g.float() - g_ref).norm() / g_ref.norm()).item()
         assert err < 1e-2, f"{name}: relative error {err}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("shape", [(128, 96, 56, 56), (128, 384, 14, 14), (128, 768, 7, 7)],
+                         ids=["vmamba_t_stage1", "vmamba_t_stage3", "vmamba_t_stage4"])
+def test_triton_gpu_add_norm_fp32_residual_bf16_branch(shape):
+    """VMamba-T's residual add + pre-norm under autocast: float32 stream, bf16 branch with fc2's float32 bias, bf16
+    output, against the float64 reference."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    dim = shape[1]
+    x = torch.randn(shape, device="cuda", generator=gen).requires_grad_(True)
+    r = torch.randn(shape, device="cuda", generator=gen).bfloat16().requires_grad_(True)
+    w = (torch.randn(dim, device="cuda", generator=gen) * 0.5 + 1).requires_grad_(True)
+    b, rb = (torch.randn(dim, device="cuda", generator=gen, requires_grad=True) for _ in range(2))
+    s, y = add_layer_norm_channel_first(x, r, w, b, branch_bias=rb, out_dtype=torch.bfloat16)
+    assert (s.dtype, y.dtype) == (torch.float32, torch.bfloat16)
+    leaves = [t.detach().double().requires_grad_(True) for t in (x, r, w, b, rb)]
+    s_ref, y_ref = add_layer_norm_channel_first_ref(leaves[0], leaves[1], *leaves[2:4], branch_bias=leaves[4])
+    assert rel_err(s, s_ref) < 1e-6 and rel_err(y, y_ref) < 1e-2
+    ds = torch.randn(shape, device="cuda", generator=gen)
+    dy = torch.randn(shape, device="cuda", generator=gen).bfloat16()
+    grads = torch.autograd.grad((s, y), [x, r, w, b, rb], (ds, dy))
+    grads_ref = torch.autograd.grad((s_ref, y_ref), leaves, (ds.double(), dy.double()))
+    assert [g.dtype for g in grads] == [torch.float32, torch.bfloat16, torch.float32, torch.float32, torch.float32]
+    for g, g_ref, name in zip(grads, grads_ref, ["dx", "dbranch", "dw", "db", "dbranch_bias"], strict=True):
+        assert rel_err(g, g_ref) < 1e-2, f"{name}: relative error {rel_err(g, g_ref)}"

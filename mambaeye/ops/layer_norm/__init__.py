@@ -35,7 +35,8 @@ from torch import Tensor
 
 from ..selective_scan import _resolve_backend, _through_custom_op
 
-__all__ = ["layer_norm_channel_first", "layer_norm_channel_first_ref"]
+__all__ = ["add_layer_norm_channel_first", "add_layer_norm_channel_first_ref", "layer_norm_channel_first",
+           "layer_norm_channel_first_ref"]
 
 _DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -62,59 +63,95 @@ def layer_norm_channel_first_ref(x: Tensor, weight: Tensor | None = None, bias: 
     return y.movedim(-1, 1).to(out_dtype or x.dtype)
 
 
+def add_layer_norm_channel_first_ref(x: Tensor, branch: Tensor, weight: Tensor | None = None,
+                                     bias: Tensor | None = None, eps: float = 1e-5, branch_bias: Tensor | None = None,
+                                     out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """The definition of :func:`add_layer_norm_channel_first` in PyTorch: s = x + branch (+ branch_bias) computed
+    in float32 (float64) and stored in ``torch.promote_types(x.dtype, branch.dtype)``; (s, LayerNorm(s))."""
+    s_dtype = torch.promote_types(x.dtype, branch.dtype)
+    cdt = _compute_dtype(x.new_empty(0, dtype=s_dtype))
+    with _autocast_off(x):
+        r = branch.to(cdt)
+        if branch_bias is not None:
+            r = r + branch_bias.to(cdt).view(-1, *([1] * (x.dim() - 2)))
+        s = (x.to(cdt) + r).to(s_dtype)
+    return s, layer_norm_channel_first_ref(s, weight, bias, eps, out_dtype)
+
+
 # --------------------------------------------------------------------------------------------------------
-# torch.library registration. The ops take x as (B, C, L), L contiguous, weight/bias contiguous (C,) or None.
-# The forward returns (y, mean, rstd); mean and rstd (B, L) float32 (float64) are saved for the backward when
-# save_stats (an input requires grad), else they are empty (0,) tensors and the kernel does not write them.
+# torch.library registration. The ops take x (and the branch) as (B, C, L), L contiguous, weight/bias/branch_bias
+# contiguous (C,) or None. The forward returns (y, mean, rstd, s): mean and rstd (B, L) float32 (float64) are saved
+# for the backward when save_stats (an input requires grad), else they are empty (0,) tensors and the kernel does
+# not write them; s is x + branch (+ branch_bias), or an empty (0,) tensor without a branch (custom ops cannot
+# return an input or None).
 
 
 @torch.library.custom_op("mambaeye::layer_norm_channel_first_fwd", mutates_args=())
 def _ln_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, save_stats: bool,
-            out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+            out_dtype: torch.dtype, branch: Tensor | None, branch_bias: Tensor | None,
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     from .triton_norm import layer_norm_fwd
 
-    return layer_norm_fwd(x, weight, bias, eps, save_stats, out_dtype)
+    y, mean, rstd, s = layer_norm_fwd(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias)
+    return y, mean, rstd, s if s is not None else x.new_empty(0)
 
 
 @_ln_fwd.register_fake
-def _ln_fwd_fake(x, weight, bias, eps, save_stats, out_dtype):
+def _ln_fwd_fake(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias):
     shape = (x.shape[0], x.shape[2]) if save_stats else (0,)
-    cdt = _compute_dtype(x)
-    return torch.empty_like(x, dtype=out_dtype), x.new_empty(shape, dtype=cdt), x.new_empty(shape, dtype=cdt)
+    s_dtype = x.dtype if branch is None else torch.promote_types(x.dtype, branch.dtype)
+    cdt = _compute_dtype(x.new_empty(0, dtype=s_dtype))
+    s = torch.empty_like(x, dtype=s_dtype) if branch is not None else x.new_empty(0)
+    return torch.empty_like(x, dtype=out_dtype), x.new_empty(shape, dtype=cdt), x.new_empty(shape, dtype=cdt), s
 
 
 @torch.library.custom_op("mambaeye::layer_norm_channel_first_bwd", mutates_args=())
-def _ln_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
-            rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _ln_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, rstd: Tensor,
+            ds: Tensor | None, branch_dtype: torch.dtype | None, branch_bias: Tensor | None,
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     from .triton_norm import layer_norm_bwd
 
-    dx, dw, db = layer_norm_bwd(dy, x, weight, bias, mean, rstd)
-    # custom ops cannot return None: an absent weight/bias gets an empty gradient, dropped by _backward
-    return dx, dw if dw is not None else x.new_empty(0), db if db is not None else x.new_empty(0)
+    # custom ops cannot return None: an absent gradient is an empty tensor, dropped by _backward
+    return tuple(g if g is not None else x.new_empty(0)
+                 for g in layer_norm_bwd(dy, x, weight, bias, mean, rstd, ds, branch_dtype, branch_bias))
 
 
 @_ln_bwd.register_fake
-def _ln_bwd_fake(dy, x, weight, bias, mean, rstd):
-    return (torch.empty_like(x), torch.empty_like(weight) if weight is not None else x.new_empty(0),
-            torch.empty_like(bias) if bias is not None else x.new_empty(0))
+def _ln_bwd_fake(dy, x, weight, bias, mean, rstd, ds, branch_dtype, branch_bias):
+    def like(t, **kwargs):
+        return torch.empty_like(t, **kwargs) if t is not None else x.new_empty(0)
+
+    dr = like(x, dtype=branch_dtype) if branch_dtype not in (None, x.dtype) else None
+    return torch.empty_like(x), like(weight), like(bias), like(dr), like(branch_bias)
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, eps, save_stats, out_dtype = inputs
-    ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
-    ctx.save_for_backward(x, weight, bias, output[1], output[2])
+    x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias = inputs
+    ctx.has_weight, ctx.has_bias, ctx.has_branch = weight is not None, bias is not None, branch is not None
+    ctx.branch_dtype = branch.dtype if branch is not None else None
+    normed = output[3] if branch is not None else x
+    ctx.save_for_backward(normed, weight, bias, output[1], output[2], branch_bias)
 
 
-def _backward(ctx, dy, _dmean, _drstd, bwd=None):
-    """``bwd``: the custom op (default, what torch.compile traces) or the kernels' launcher (eager)."""
-    x, weight, bias, mean, rstd = ctx.saved_tensors
+def _backward(ctx, dy, _dmean, _drstd, ds, bwd=None):
+    """``bwd``: the custom op (default, what torch.compile traces) or the kernels' launcher (eager). dy or ds is
+    None (eager, where gradients are not materialised) when that output did not reach the loss."""
+    normed, weight, bias, mean, rstd, branch_bias = ctx.saved_tensors
     if mean.numel() == 0:
         raise RuntimeError("layer_norm_channel_first: the forward ran without saving its statistics "
                            "(no input required grad then)")
-    if dy.stride(-1) != 1 and dy.shape[-1] > 1:
+    if dy is None:
+        dy = torch.zeros_like(normed)
+    elif dy.stride(-1) != 1 and dy.shape[-1] > 1:
         dy = dy.contiguous()
-    dx, dw, db = (bwd or _ln_bwd)(dy, x, weight, bias, mean, rstd)
-    return dx, dw if ctx.has_weight else None, db if ctx.has_bias else None, None, None, None
+    if not ctx.has_branch or (ds is not None and ds.numel() == 0):
+        ds = None
+    elif ds is not None and ds.stride(-1) != 1 and ds.shape[-1] > 1:
+        ds = ds.contiguous()
+    dx, dw, db, dr, drb = (bwd or _ln_bwd)(dy, normed, weight, bias, mean, rstd, ds, ctx.branch_dtype, branch_bias)
+    dbranch = (dr if dr is not None and dr.numel() else dx) if ctx.has_branch else None
+    return (dx, dw if ctx.has_weight else None, db if ctx.has_bias else None, None, None, None, dbranch,
+            drb if branch_bias is not None else None)
 
 
 _ln_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -124,43 +161,52 @@ class _LayerNormFunction(torch.autograd.Function):
     """Eager path without the dispatcher's per-call host cost (see selective_scan's _ScanFunction)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, save_stats, out_dtype):
+    def forward(ctx, x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias):
         from .triton_norm import layer_norm_fwd
 
-        output = layer_norm_fwd(x, weight, bias, eps, save_stats, out_dtype)
-        _setup_context(ctx, (x, weight, bias, eps, save_stats, out_dtype), output)
-        ctx.mark_non_differentiable(output[1], output[2])
+        y, mean, rstd, s = layer_norm_fwd(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias)
+        output = (y, mean, rstd, s if s is not None else x.new_empty(0))
+        _setup_context(ctx, (x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias), output)
+        ctx.mark_non_differentiable(*output[1:3], *(() if s is not None else output[3:]))
+        ctx.set_materialize_grads(False)
         return output
 
     @staticmethod
-    def backward(ctx, dy, dmean, drstd):
+    def backward(ctx, dy, dmean, drstd, ds):
         from .triton_norm import layer_norm_bwd
 
-        return _backward(ctx, dy, dmean, drstd, bwd=layer_norm_bwd)
+        return _backward(ctx, dy, dmean, drstd, ds, bwd=layer_norm_bwd)
 
 
-def _check_inputs(x, weight, bias) -> None:
+def _check_inputs(x, weight, bias, branch=None, branch_bias=None, op: str = "layer_norm_channel_first") -> None:
     """Raise a TypeError/ValueError that names the offending argument and what was expected."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"layer_norm_channel_first: x must be a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
-        raise ValueError(f"layer_norm_channel_first: expected (B, C, *spatial), got shape {tuple(x.shape)}")
+        raise ValueError(f"{op}: expected (B, C, *spatial), got shape {tuple(x.shape)} for x")
     if x.dtype not in _DTYPES:
-        raise TypeError(f"layer_norm_channel_first: x must be float64, float32, float16 or bfloat16, got {x.dtype}")
+        raise TypeError(f"{op}: x must be float64, float32, float16 or bfloat16, got {x.dtype}")
+    if branch is not None:
+        if not isinstance(branch, Tensor):
+            raise TypeError(f"{op}: branch must be a torch.Tensor, got {type(branch).__name__}")
+        if branch.shape != x.shape:
+            raise ValueError(f"{op}: branch must have x's shape {tuple(x.shape)}, got {tuple(branch.shape)}")
+        if branch.dtype not in _DTYPES:
+            raise TypeError(f"{op}: branch must be float64, float32, float16 or bfloat16, got {branch.dtype}")
+        if branch.device != x.device:
+            raise ValueError(f"{op}: branch is on {branch.device} but x is on {x.device}")
     dim = x.shape[1]
-    for name, t in (("weight", weight), ("bias", bias)):
+    for name, t in (("weight", weight), ("bias", bias), ("branch_bias", branch_bias)):
         if t is None:
             continue
         if not isinstance(t, Tensor):
-            raise TypeError(f"layer_norm_channel_first: {name} must be a torch.Tensor or None, got {type(t).__name__}")
+            raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
         if t.shape != (dim,):
-            raise ValueError(f"layer_norm_channel_first: {name} must be ({dim},) for x with {dim} channels, "
-                             f"got {tuple(t.shape)}")
+            raise ValueError(f"{op}: {name} must be ({dim},) for x with {dim} channels, got {tuple(t.shape)}")
         if t.dtype not in _DTYPES:
-            raise TypeError(f"layer_norm_channel_first: {name} must be float64, float32, float16 or bfloat16, "
-                            f"got {t.dtype}")
+            raise TypeError(f"{op}: {name} must be float64, float32, float16 or bfloat16, got {t.dtype}")
         if t.device != x.device:
-            raise ValueError(f"layer_norm_channel_first: {name} is on {t.device} but x is on {x.device}")
+            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}")
 
 
 def _as_bcl(x: Tensor) -> Tensor:
@@ -173,6 +219,25 @@ def _as_bcl(x: Tensor) -> Tensor:
             break
         expected *= size
     return x.view(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+
+
+def _check_out_dtype(out_dtype, op: str) -> None:
+    if out_dtype is not None and out_dtype not in _DTYPES:
+        raise TypeError(f"{op}: out_dtype must be float64, float32, float16 or bfloat16, got {out_dtype}")
+
+
+def _triton_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, out_dtype: torch.dtype,
+                 branch: Tensor | None = None, branch_bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """(y, s) of the triton backend on (B, C, *S) inputs (checked), s None without a branch."""
+    x3 = _as_bcl(x)
+    b3 = _as_bcl(branch) if branch is not None else None
+    save_stats = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias, branch, branch_bias))
+    norm = _ln_fwd if _through_custom_op(x3) else _LayerNormFunction.apply
+    y, _, _, s = norm(x3, weight.contiguous() if weight is not None else None,
+                      bias.contiguous() if bias is not None else None, float(eps), save_stats, out_dtype, b3,
+                      branch_bias.contiguous() if branch_bias is not None else None)
+    return y.view(x.shape), s.view(x.shape) if branch is not None else None
 
 
 def layer_norm_channel_first(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
@@ -191,14 +256,36 @@ def layer_norm_channel_first(x: Tensor, weight: Tensor | None = None, bias: Tens
     ``backend``: "auto", "triton", "torch" or "naive" (see the module docstring).
     """
     _check_inputs(x, weight, bias)
-    if out_dtype is not None and out_dtype not in _DTYPES:
-        raise TypeError(f"layer_norm_channel_first: out_dtype must be float64, float32, float16 or bfloat16, "
-                        f"got {out_dtype}")
+    _check_out_dtype(out_dtype, "layer_norm_channel_first")
     if _resolve_backend(backend, x) != "triton" or x.numel() == 0:
         return layer_norm_channel_first_ref(x, weight, bias, eps, out_dtype)
-    x3 = _as_bcl(x)
-    save_stats = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    norm = _ln_fwd if _through_custom_op(x3) else _LayerNormFunction.apply
-    y, _, _ = norm(x3, weight.contiguous() if weight is not None else None,
-                   bias.contiguous() if bias is not None else None, float(eps), save_stats, out_dtype or x.dtype)
-    return y.view(x.shape)
+    return _triton_norm(x, weight, bias, eps, out_dtype or x.dtype)[0]
+
+
+def add_layer_norm_channel_first(x: Tensor, branch: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
+                                 eps: float = 1e-5, branch_bias: Tensor | None = None, backend: str = "auto",
+                                 out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """A residual add and the next pre-norm in one pass: returns (s, LayerNorm(s)) with s = x + branch (+
+    ``branch_bias`` per channel), the norm over dim 1 as in :func:`layer_norm_channel_first`.
+
+    x, branch (B, C, *S) of the same shape, float64/float32/float16/bfloat16 (e.g. a float32 residual stream and a
+    bf16 branch under autocast); weight, bias, branch_bias (C,) or None. s is in ``torch.promote_types(x.dtype,
+    branch.dtype)`` (what ``x + branch`` gives), computed in float32 (float64) with the branch bias added before
+    rounding, and normalised as stored; LayerNorm(s) in ``out_dtype`` (default: s's dtype).
+
+    The triton backend reads x and branch once and writes s and y once (an add followed by a norm reads s again);
+    its backward takes the gradient reaching s from the rest of the network, adds the norm's, and writes the sum
+    once for x and, when its dtype differs, once more for the branch; branch_bias' gradient is reduced in the
+    same pass. Used by VMamba's blocks for the bias of the MLP's fc2 (a 1x1 convolution's bias would be one more
+    pass forward and a reduction backward).
+    """
+    op = "add_layer_norm_channel_first"
+    if branch is None:
+        raise TypeError(f"{op}: branch must be a torch.Tensor, got None (use layer_norm_channel_first)")
+    _check_inputs(x, weight, bias, branch, branch_bias, op=op)
+    _check_out_dtype(out_dtype, op)
+    if _resolve_backend(backend, x) != "triton" or x.numel() == 0:
+        return add_layer_norm_channel_first_ref(x, branch, weight, bias, eps, branch_bias, out_dtype)
+    s_dtype = torch.promote_types(x.dtype, branch.dtype)
+    y, s = _triton_norm(x, weight, bias, eps, out_dtype or s_dtype, branch, branch_bias)
+    return s, y

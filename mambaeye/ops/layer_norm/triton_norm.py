@@ -5,6 +5,9 @@ x is addressed as (B, C, L) with L contiguous and any batch/channel strides. One
 column of BLOCK_L consecutive positions of one batch element: a (BLOCK_C, BLOCK_L) tile, BLOCK_C =
 next_power_of_2(C), lanes along L so every channel row is one coalesced load. The reductions over C stay in
 registers, so x is read once and y written once (the backward reads x and dy once and writes dx once).
+
+The add + norm variant (a residual stream: s = x + branch, then LN(s)) reads x and the branch once and writes s and
+y; its backward adds the residual stream's gradient ds to the norm's and writes the sum once per dtype needed.
 """
 
 from __future__ import annotations
@@ -32,14 +35,24 @@ def _tile(pid, n_lblocks, dim, length, BLOCK_C: tl.constexpr, BLOCK_L: tl.conste
 
 
 @triton.jit
-def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, dim, length, n_lblocks, sx_b, sx_c, sy_b, sy_c,
-                   EPS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_STATS: tl.constexpr,
+def _ln_fwd_kernel(x_ptr, r_ptr, rb_ptr, s_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, dim, length, n_lblocks,
+                   sx_b, sx_c, sr_b, sr_c, ss_b, ss_c, sy_b, sy_c,
+                   EPS: tl.constexpr, HAS_BRANCH: tl.constexpr, HAS_BRANCH_BIAS: tl.constexpr,
+                   HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_STATS: tl.constexpr,
                    BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
-    """y[b, :, l] = (x[b, :, l] - mean) * rstd * w + b; mean, rstd (B, L) stored when STORE_STATS. EPS is a
-    constexpr so that it stays exact in float64 (a runtime float argument is passed as float32)."""
+    """y[b, :, l] = (s[b, :, l] - mean) * rstd * w + b with s = x, or (HAS_BRANCH) s = x + r (+ rb[c]) rounded to
+    s's dtype and stored; mean, rstd (B, L) stored when STORE_STATS. EPS is a constexpr so that it stays exact in
+    float64 (a runtime float argument is passed as float32)."""
     pid = tl.program_id(0)
     b, offs_l, offs_c, rows, c_mask, l_mask, mask = _tile(pid, n_lblocks, dim, length, BLOCK_C, BLOCK_L)
     x = tl.load(x_ptr + b * sx_b + rows * sx_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
+    if HAS_BRANCH:
+        r = tl.load(r_ptr + b * sr_b + rows * sr_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
+        if HAS_BRANCH_BIAS:
+            r = r + tl.load(rb_ptr + offs_c, mask=c_mask, other=0.0).to(DT)[:, None]
+        s = (x + r).to(s_ptr.dtype.element_ty)
+        tl.store(s_ptr + b * ss_b + rows * ss_c + offs_l[None, :], s, mask=mask)
+        x = s.to(DT)
     mean = tl.sum(x, 0) / dim
     xc = tl.where(mask, x - mean[None, :], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 0) / dim + EPS)
@@ -55,12 +68,15 @@ def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, dim, length, 
 
 
 @triton.jit
-def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, dim, length, n_lblocks,
-                   sx_b, sx_c, sdy_b, sdy_c, sdx_b, sdx_c,
-                   HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
-                   DT: tl.constexpr):
-    """dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)) with g = w * dy; row ``pid`` of the (n_programs, C)
-    partial buffers gets this tile's sum over L of dy * xhat (dweight) and of dy (dbias)."""
+def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, ds_ptr, mean_ptr, rstd_ptr, dx_ptr, dr_ptr, dw_ptr, db_ptr, drb_ptr,
+                   dim, length, n_lblocks, sx_b, sx_c, sdy_b, sdy_c, sds_b, sds_c, sdx_b, sdx_c, sdr_b, sdr_c,
+                   HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DS: tl.constexpr, STORE_DR: tl.constexpr,
+                   STORE_DRB: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
+    """dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)) (+ ds, the gradient reaching the normalised tensor
+    from elsewhere: the residual stream's, when HAS_DS) with g = w * dy; x here is the tensor that was normalised
+    (the sum s of an add + norm). STORE_DR also writes dx in dr's dtype (the branch's gradient). Row ``pid`` of the
+    (n_programs, C) partial buffers gets this tile's sums over L of dy * xhat (dweight), dy (dbias) and, when
+    STORE_DRB, dx (the branch bias' gradient)."""
     pid = tl.program_id(0)
     b, offs_l, offs_c, rows, c_mask, l_mask, mask = _tile(pid, n_lblocks, dim, length, BLOCK_C, BLOCK_L)
     x = tl.load(x_ptr + b * sx_b + rows * sx_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
@@ -74,12 +90,17 @@ def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_
     c1 = tl.sum(g * xhat, 0) / dim
     c2 = tl.sum(g, 0) / dim
     dx = (g - xhat * c1[None, :] - c2[None, :]) * rstd[None, :]
-    tl.store(dx_ptr + b * sdx_b + rows * sdx_c + offs_l[None, :], dx.to(dx_ptr.dtype.element_ty),
-             mask=mask)
+    if HAS_DS:
+        dx = dx + tl.load(ds_ptr + b * sds_b + rows * sds_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
+    tl.store(dx_ptr + b * sdx_b + rows * sdx_c + offs_l[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    if STORE_DR:
+        tl.store(dr_ptr + b * sdr_b + rows * sdr_c + offs_l[None, :], dx.to(dr_ptr.dtype.element_ty), mask=mask)
     if HAS_WEIGHT:
         tl.store(dw_ptr + pid * dim + offs_c, tl.sum(dy * xhat, 1), mask=c_mask)
     if HAS_BIAS:
         tl.store(db_ptr + pid * dim + offs_c, tl.sum(dy, 1), mask=c_mask)
+    if STORE_DRB:
+        tl.store(drb_ptr + pid * dim + offs_c, tl.sum(tl.where(mask, dx, 0.0), 1), mask=c_mask)
 
 
 def _config(dim: int, length: int) -> tuple[int, int, int, int]:
@@ -93,46 +114,72 @@ def _config(dim: int, length: int) -> tuple[int, int, int, int]:
 
 
 def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, save_stats: bool,
-                   out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """x (B, C, L) with L contiguous -> (y, mean, rstd): y (B, C, L) in out_dtype (default x's dtype) and, when x is
-    dense, x's layout; mean, rstd (B, L) float32 (float64 for float64 x) when ``save_stats``, else empty (0,)
-    tensors. Statistics and arithmetic in float32 (float64 for float64 x)."""
+                   out_dtype: torch.dtype | None = None, branch: Tensor | None = None,
+                   branch_bias: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """x (B, C, L) with L contiguous -> (y, mean, rstd, s).
+
+    Without ``branch``, s is None and x is normalised. With ``branch`` (B, C, L), L contiguous, s = x + branch
+    (+ ``branch_bias`` (C,) per channel) is written in ``torch.promote_types(x.dtype, branch.dtype)`` and s is
+    normalised (as stored: rounded to its dtype). y (B, C, L) in out_dtype (default: the normalised tensor's dtype)
+    and, when x is dense, x's layout; mean, rstd (B, L) float32 (float64 for float64 x) when ``save_stats``, else
+    empty (0,) tensors. Statistics and arithmetic in float32 (float64 when x or branch is float64)."""
     batch, dim, length = x.shape
-    acc_dtype, DT = compute_dtype(x)
-    y = torch.empty_like(x, dtype=out_dtype or x.dtype)
+    s = None if branch is None else torch.empty_like(x, dtype=torch.promote_types(x.dtype, branch.dtype))
+    normed = x if s is None else s
+    acc_dtype, DT = compute_dtype(normed)
+    y = torch.empty_like(x, dtype=out_dtype or normed.dtype)
     stats_shape = (batch, length) if save_stats else (0,)
     mean = torch.empty(stats_shape, device=x.device, dtype=acc_dtype)
     rstd = torch.empty(stats_shape, device=x.device, dtype=acc_dtype)
     block_c, block_l, n_lblocks, num_warps = _config(dim, length)
     stats = (mean, rstd) if save_stats else (y, y)  # placeholders never written: no pointer into empty tensors
+    r, sb = (branch, s) if s is not None else (x, y)  # placeholders never read or written without a branch
     _ln_fwd_kernel[(batch * n_lblocks,)](
-        x, weight if weight is not None else x, bias if bias is not None else x, y, *stats, dim, length,
-        n_lblocks, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-        EPS=eps, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, STORE_STATS=save_stats,
+        x, r, branch_bias if branch_bias is not None else x, sb, weight if weight is not None else x,
+        bias if bias is not None else x, y, *stats, dim, length, n_lblocks,
+        x.stride(0), x.stride(1), r.stride(0), r.stride(1), sb.stride(0), sb.stride(1), y.stride(0), y.stride(1),
+        EPS=eps, HAS_BRANCH=s is not None, HAS_BRANCH_BIAS=s is not None and branch_bias is not None,
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, STORE_STATS=save_stats,
         BLOCK_C=block_c, BLOCK_L=block_l, DT=DT, num_warps=num_warps,
     )
-    return y, mean, rstd
+    return y, mean, rstd, s
 
 
-def layer_norm_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
-                   rstd: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """(dx in x's dtype and, when x is dense, layout; dweight in weight's dtype or None; dbias in bias's dtype or
-    None). dy (B, C, L) with L contiguous; mean, rstd (B, L) from :func:`layer_norm_fwd`. dweight and dbias are
-    summed over per-program (n_programs, C) partial buffers in float32 (float64): deterministic, no atomics."""
+def layer_norm_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, rstd: Tensor,
+                   ds: Tensor | None = None, branch_dtype: torch.dtype | None = None, branch_bias: Tensor | None = None,
+                   ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """(dx, dweight, dbias, dbranch, dbranch_bias) of :func:`layer_norm_fwd`; x here is the normalised tensor (s
+    of an add + norm). dy (B, C, L) with L contiguous; mean, rstd (B, L) from the forward.
+
+    dx = the norm's input gradient (+ ``ds``, the gradient that reaches the normalised tensor from elsewhere: the
+    residual stream's), in x's dtype and, when x is dense, layout. When ``branch_dtype`` is given and differs from
+    x's dtype, dbranch is dx in that dtype (else None: dx is also the branch's gradient). dbranch_bias (the sum of
+    dx over batch and positions) in ``branch_bias``' dtype when it is given, else None; dweight / dbias in the
+    parameters' dtypes or None. The sums over positions go through per-program (n_programs, C) partial buffers in
+    float32 (float64): deterministic, no atomics."""
     batch, dim, length = x.shape
     acc_dtype, DT = compute_dtype(x)
     block_c, block_l, n_lblocks, num_warps = _config(dim, length)
     n_programs = batch * n_lblocks
     dx = torch.empty_like(x)
-    dw_part = torch.empty(n_programs, dim, device=x.device, dtype=acc_dtype) if weight is not None else None
-    db_part = torch.empty(n_programs, dim, device=x.device, dtype=acc_dtype) if bias is not None else None
+    dr = torch.empty_like(x, dtype=branch_dtype) if branch_dtype not in (None, x.dtype) else None
+
+    def partials(param: Tensor | None) -> Tensor | None:
+        return torch.empty(n_programs, dim, device=x.device, dtype=acc_dtype) if param is not None else None
+
+    dw_part, db_part, drb_part = partials(weight), partials(bias), partials(branch_bias)
+    ds_, dr_ = ds if ds is not None else dy, dr if dr is not None else dx  # placeholders when absent
     _ln_bwd_kernel[(n_programs,)](
-        x, weight if weight is not None else x, dy, mean, rstd, dx,
-        dw_part if dw_part is not None else dx, db_part if db_part is not None else dx, dim, length, n_lblocks,
-        x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1),
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=block_c, BLOCK_L=block_l, DT=DT,
-        num_warps=num_warps,
+        x, weight if weight is not None else x, dy, ds_, mean, rstd, dx, dr_,
+        dw_part if dw_part is not None else dx, db_part if db_part is not None else dx,
+        drb_part if drb_part is not None else dx, dim, length, n_lblocks,
+        x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), ds_.stride(0), ds_.stride(1), dx.stride(0),
+        dx.stride(1), dr_.stride(0), dr_.stride(1),
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, HAS_DS=ds is not None, STORE_DR=dr is not None,
+        STORE_DRB=branch_bias is not None, BLOCK_C=block_c, BLOCK_L=block_l, DT=DT, num_warps=num_warps,
     )
-    dw = dw_part.sum(0).to(weight.dtype) if weight is not None else None
-    db = db_part.sum(0).to(bias.dtype) if bias is not None else None
-    return dx, dw, db
+
+    def total(part: Tensor | None, param: Tensor | None) -> Tensor | None:
+        return part.sum(0).to(param.dtype) if part is not None else None
+
+    return dx, total(dw_part, weight), total(db_part, bias), dr, total(drb_part, branch_bias)
