@@ -19,8 +19,6 @@ from torch import Tensor
 
 from ..selective_scan.triton_scan import compute_dtype
 
-MAX_TILE = 8192  # elements of the (BLOCK_C, BLOCK_L) tile before BLOCK_L stops shrinking
-
 
 @triton.jit
 def _tile(pid, n_lblocks, dim, length, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
@@ -104,12 +102,13 @@ def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, ds_ptr, mean_ptr, rstd_ptr, dx_ptr, dr_
 
 
 def _config(dim: int, length: int) -> tuple[int, int, int, int]:
-    """(BLOCK_C, BLOCK_L, n_lblocks, num_warps): BLOCK_L from 128 down to 16 positions as C grows, so the tile
-    holds at most MAX_TILE elements up to C = 512 (C = 1024, 2048: 16 x BLOCK_C, with 16 warps)."""
+    """(BLOCK_C, BLOCK_L, n_lblocks, num_warps): BLOCK_C = next_power_of_2(C); tiles of 4096 elements with 4 warps
+    up to C = 256 (BLOCK_L 128 down to 16), then BLOCK_L 16 with 16 warps. From a sweep on an H100 at VMamba-T's
+    four stages, batch 128 (benchmarks/NOTES.md): C 96 BLOCK_L 32, C 192 16 (4 warps) and C 384, 768 16 (16 warps)
+    beat larger tiles and fewer warps, e.g. the add + norm backward 300 -> 258 us at C 96."""
     block_c = triton.next_power_of_2(dim)
-    block_l = max(16, min(128, MAX_TILE // block_c))
-    tile = block_c * block_l
-    num_warps = 4 if tile <= 2048 else 8 if tile <= 8192 else 16
+    block_l = max(16, min(128, 4096 // block_c))
+    num_warps = 4 if block_c <= 256 else 16
     return block_c, block_l, triton.cdiv(length, block_l), num_warps
 
 
