@@ -6,44 +6,42 @@
 
 Prints ms, achieved GB/s (the fewest bytes the op must move: each input read once, each output written
 once) and the fraction of the card's measured copy bandwidth, beside the official mamba-ssm CUDA kernel's
-times measured on an H100 80GB HBM3 (from the issue that set the targets). Writes
-benchmarks/results/<card>/scan.{md,json} with the date, command and versions.
+times measured on an H100 80GB HBM3 (from the issue that set the targets). GPU times are a call's share of
+CUDA-graph replays (mambaeye.bench._common.graph_replay_ms, the `mambaeye bench scan` suite's timer): the kernels'
+time without the host's launch cost, L2 not flushed between calls; CPU times the median of 5 calls. Writes
+benchmarks/results/<card>/scan.{md,json} with the date, command, versions and how the times were taken.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import platform
 import re
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 # shapes (with the official kernel's H100 times), inputs, byte counts and dtypes: the `mambaeye bench scan` suite's
-from mambaeye.bench._common import DTYPES
-from mambaeye.bench.scan import GPU_SHAPES, SHAPES, copy_bandwidth_gbs, kernel_time_ms, run_case
+from mambaeye.bench._common import DTYPES, graph_replay_ms, graph_replay_note, median_ms
+from mambaeye.bench.scan import GPU_SHAPES, SHAPES, copy_bandwidth_gbs, run_case
 from mambaeye.ops import available_backends
+
+CPU_REPEATS = 5
 
 
 def timer(device: str):
+    """``time_ms(fn) -> ms``: CUDA-graph replays on the GPU, the median of CPU_REPEATS calls after one on CPU."""
     if device == "cuda":
-        return kernel_time_ms
+        return graph_replay_ms
+    return functools.partial(median_ms, device="cpu", warmup=1, repeats=CPU_REPEATS)
 
-    def cpu_time(fn, repeats: int = 5):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
 
-    return cpu_time
+def timing_note(device: str) -> str:
+    return graph_replay_note() if device == "cuda" else f"CPU times: median of {CPU_REPEATS} calls (perf_counter)"
 
 
 def shape_text(s: dict) -> str:
@@ -112,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"# Selective scan on {card}\n\n{when}; `{command}`; torch {versions['torch']}, "
               f"triton {versions['triton']}; dtype {str(dtype).removeprefix('torch.')}; softplus on, D and "
-              f"delta_bias given" + (f"; measured copy bandwidth {copy_gbs:.0f} GB/s" if copy_gbs else ""))
+              f"delta_bias given" + (f"; measured copy bandwidth {copy_gbs:.0f} GB/s" if copy_gbs else "")
+              + f"; {timing_note(device)}")
     md = to_markdown(rows, copy_gbs, header)
     print(md)
     out_dir = Path(args.out) / re.sub(r"[^A-Za-z0-9._-]+", "_", card).strip("_")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scan.md").write_text(md)
     (out_dir / "scan.json").write_text(json.dumps(dict(card=card, date=when, command=command, versions=versions,
-                                                       copy_gbs=copy_gbs, rows=rows), indent=2))
+                                                       copy_gbs=copy_gbs, timing=timing_note(device), rows=rows),
+                                                  indent=2))
     return 0
 
 

@@ -4,7 +4,9 @@
 
 A configuration is (BLOCK_L, BLOCK_D fwd, BLOCK_D bwd, num_warps fwd, bwd, prefetch fwd, bwd); BLOCK_N is
 next_pow2(N); the forward's sequence split (triton_scan._num_segments) applies to every configuration. The
-winners go into ``triton_scan._launch_config``; the sweep's table is kept in benchmarks/NOTES.md.
+winners go into ``triton_scan._launch_config``; the sweep's table is kept in benchmarks/NOTES.md. Times are a
+call's share of CUDA-graph replays (mambaeye.bench._common.graph_replay_ms: no host launch cost, L2 not flushed
+between calls).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import argparse
 
 import torch
 import triton
-import triton.testing
 
+from mambaeye.bench._common import graph_replay_ms
 from mambaeye.bench.scan import SHAPES, make_inputs
 from mambaeye.ops import selective_scan
 from mambaeye.ops.selective_scan import triton_scan
@@ -44,15 +46,19 @@ def time_config(name, cfg, dtype):
             warps_bwd if backward else warps_fwd, bool(pf_bwd if backward else pf_fwd))
     t = make_inputs(shape, dtype, "cuda", requires_grad=False)
     args = [t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
-    bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")  # noqa: E731
-    with torch.no_grad():
-        fwd = bench(lambda: selective_scan(*args, delta_softplus=True, backend="triton"))
+
+    def forward():
+        with torch.no_grad():
+            return selective_scan(*args, delta_softplus=True, backend="triton")
+
     leaves = [a.clone().requires_grad_(True) if a is not None else None for a in args]
     inputs = [a for a in leaves if a is not None]
     dout = torch.randn_like(args[0])
-    fwd_bwd = bench(lambda: torch.autograd.grad(
-        selective_scan(*leaves, delta_softplus=True, backend="triton"), inputs, dout))
-    return fwd, fwd_bwd
+
+    def forward_backward():
+        return torch.autograd.grad(selective_scan(*leaves, delta_softplus=True, backend="triton"), inputs, dout)
+
+    return graph_replay_ms(forward), graph_replay_ms(forward_backward)
 
 
 def main():

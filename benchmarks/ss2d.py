@@ -4,8 +4,11 @@ out_norm), forward and forward+backward, fused vs unfused, batch 128, bf16 autoc
     python benchmarks/ss2d.py
     python benchmarks/ss2d.py --cases v2_stage1 --batch 32
 
-Writes benchmarks/results/<card>/ss2d.{md,json}. The official VMamba SS2D (its Triton cross-scan, CUDA
-"oflex" scan, cross-merge, out_norm) measured on an H100 80GB HBM3 is shown beside (from the issue).
+Times are a call's share of CUDA-graph replays (mambaeye.bench._common.graph_replay_ms): the layer's kernels
+without the host's launch cost, which made eager timings of these multi-kernel calls host time at the smaller
+stages; L2 is not flushed between calls. Writes benchmarks/results/<card>/ss2d.{md,json}. The official VMamba
+SS2D (its Triton cross-scan, CUDA "oflex" scan, cross-merge, out_norm) measured on an H100 80GB HBM3 is shown
+beside (from the issue).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from pathlib import Path
 
 import torch
 import triton
-import triton.testing
 
+from mambaeye.bench._common import graph_replay_ms, graph_replay_note
 from mambaeye.layers import SS2D
 from mambaeye.ops.cross_scan import cross_selective_scan
 
@@ -35,11 +38,9 @@ CASES = {
 }
 
 
-def bench(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=10, rep=100, return_mode="median")
-
-
 def time_case(name: str, batch: int, fused: bool) -> dict:
+    """ms a call of the SS2D layer (x: (batch, d_model, side, side) float32) and of its core (core_in: (batch,
+    d_inner, side, side) bfloat16), forward under no_grad and forward+backward, under bf16 autocast."""
     kwargs, side, _ = CASES[name]
     layer = SS2D(**kwargs, channel_first=True, fused=fused).cuda()
     x = torch.randn(batch, kwargs["d_model"], side, side, device="cuda", requires_grad=True)
@@ -52,22 +53,27 @@ def time_case(name: str, batch: int, fused: bool) -> dict:
             out_norm=True, out_norm_weight=layer.out_norm.weight, out_norm_bias=layer.out_norm.bias,
             force_fp32=layer.force_fp32, fused=fused)
 
-    def run(fn, backward):
-        def step():
+    params = [p for p in layer.parameters() if p.requires_grad]
+
+    def run(fn, source, backward):
+        """ms a call of ``fn`` (autocast entered inside the captured call); with ``backward`` also the gradients
+        of ``source`` and the layer's parameters by torch.autograd.grad (fresh tensors: nothing accumulates into
+        .grad across calls or replays; parameters ``fn`` does not use get None)."""
+        def forward():
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                return fn()
+
+        def forward_backward():
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 y = fn()
-            if backward:
-                y.backward(torch.ones_like(y))
-        if backward:
-            return bench(step)
-        with torch.no_grad():
-            return bench(step)
+            return torch.autograd.grad(y, [source, *params], torch.ones_like(y), allow_unused=True)
+
+        return graph_replay_ms(forward_backward if backward else forward)
 
     layer_fn = lambda: layer(x)  # noqa: E731
-    result = dict(case=name, fused=fused, batch=batch,
-                  layer_fwd=run(layer_fn, False), layer_fwd_bwd=run(layer_fn, True),
-                  core_fwd=run(core, False), core_fwd_bwd=run(core, True))
-    return result
+    return dict(case=name, fused=fused, batch=batch,
+                layer_fwd=run(layer_fn, x, False), layer_fwd_bwd=run(layer_fn, x, True),
+                core_fwd=run(core, core_in, False), core_fwd_bwd=run(core, core_in, True))
 
 
 def main(argv=None) -> int:
@@ -88,7 +94,7 @@ def main(argv=None) -> int:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# SS2D on {card}", "",
              f"{when}; `{command}`; torch {torch.__version__}, triton {triton.__version__}; batch {args.batch}, "
-             "bf16 autocast, channel-first; ms, median (triton.testing.do_bench)", "",
+             f"bf16 autocast, channel-first; {graph_replay_note()}", "",
              "| case | path | layer fwd | layer fwd+bwd | core fwd | core fwd+bwd | official layer fwd / fwd+bwd | "
              "layer speed-up vs official fwd / fwd+bwd |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -102,6 +108,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ss2d.md").write_text(md)
     (out_dir / "ss2d.json").write_text(json.dumps(dict(card=card, date=when, command=command, rows=rows,
+                                                       timing=graph_replay_note(),
                                                        python=platform.python_version()), indent=2))
     return 0
 

@@ -22,6 +22,8 @@ import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIB = 1024 * 1024
+CALLS_PER_GRAPH = 10  # graph_replay_ms: calls of fn captured in one graph
+GRAPH_REPEATS = 10  # graph_replay_ms: timed replays, median taken
 
 
 def card_name(device: str) -> str:
@@ -82,6 +84,10 @@ class Context:
     def time_ms(self, fn: Callable[[], object]) -> float:
         return median_ms(fn, self.device, self.warmup, self.repeats)
 
+    def graph_ms(self, fn: Callable[[], object], calls_per_graph: int = CALLS_PER_GRAPH) -> float:
+        """:func:`graph_replay_ms` of ``fn`` with this run's warm-up and repeats (CUDA only)."""
+        return graph_replay_ms(fn, calls_per_graph, self.repeats, self.warmup)
+
     def peak_mib(self, fn: Callable[[], object]) -> tuple[float | None, float | None]:
         return peak_memory_mib(fn, self.device)
 
@@ -122,12 +128,15 @@ def median_ms(fn: Callable[[], object], device: str, warmup: int = 3, repeats: i
     return statistics.median(times)
 
 
-def capture_cuda_graph(fn: Callable[[], Any], warmup: int = 3) -> Callable[[], Any]:
-    """Capture one call of ``fn`` in a CUDA graph and return a function that replays it and returns what the
-    captured call returned (its tensors are overwritten by every replay). ``fn`` runs ``warmup`` times first on a
-    side stream (lazy initialisation, Triton compiles, cuBLAS workspaces), as PyTorch's CUDA graph docs do; it must
-    not synchronise with the host. A replay launches the recorded kernels with one call: timing it measures the
-    kernels without the host's per-launch cost (what an eager step pays on a slow host)."""
+def capture_cuda_graph(fn: Callable[[], Any], warmup: int = 3, calls: int = 1) -> Callable[[], Any]:
+    """Capture ``calls`` consecutive calls of ``fn`` in one CUDA graph and return a function that replays them and
+    returns what the last captured call returned (its tensors are overwritten by every replay). ``fn`` runs
+    ``warmup`` times first on a side stream (lazy initialisation, Triton compiles, cuBLAS workspaces), as PyTorch's
+    CUDA graph docs do; it must not synchronise with the host. A replay launches the recorded kernels with one
+    call: timing it measures the kernels without the host's per-launch cost (what an eager step pays on a slow
+    host). Capturing runs nothing: ``fn``'s side effects happen in the warm-up and then ``calls`` times a replay."""
+    if calls < 1:
+        raise ValueError(f"calls must be at least 1, got {calls}")
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -135,14 +144,59 @@ def capture_cuda_graph(fn: Callable[[], Any], warmup: int = 3) -> Callable[[], A
             fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
+    try:
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                out = fn()
+    except RuntimeError as err:
+        if is_oom(err):
+            raise
+        raise RuntimeError(f"capturing {getattr(fn, '__qualname__', fn)!s} in a CUDA graph failed; a captured "
+                           "function must not synchronise with the host (.item(), .cpu(), printing a CUDA tensor, "
+                           f"data-dependent shapes) nor copy CPU tensors to the GPU: {err}") from err
 
     def replay() -> Any:
         graph.replay()
         return out
 
     return replay
+
+
+def graph_replay_ms(fn: Callable[[], Any], calls_per_graph: int = CALLS_PER_GRAPH, repeats: int = GRAPH_REPEATS,
+                    warmup: int = 3) -> float:
+    """Milliseconds of GPU time a call of ``fn`` takes: ``calls_per_graph`` consecutive calls captured in one CUDA
+    graph (:func:`capture_cuda_graph`, after ``warmup`` eager calls on a side stream), ``warmup`` untimed replays,
+    then the median over ``repeats`` replays (CUDA events around each) of the replay's ms / ``calls_per_graph``.
+
+    Why: timing eager calls from Python (:func:`median_ms`, ``triton.testing.do_bench``) measures the host wherever
+    a call's kernels take less time than the host needs to issue them. On the device hosts an eager call of our
+    layers costs 40-80 us of host time (autograd, dispatch, several Triton launches), so ops whose kernels take
+    less than ~60 us, and multi-kernel layers in general, were timed as host time. A replay issues every recorded
+    kernel with one host call, so the GPU runs them back to back.
+
+    What the number includes: the recorded kernels' GPU time and the gaps between them on the GPU. Not included:
+    the host's launch cost (which an eager call adds where it is host-bound) and the caching allocator's work (a
+    graph's memory is fixed at capture). L2 is NOT flushed between calls (``do_bench`` flushes it before each
+    call): an op whose inputs fit in L2 (50 MB on an H100) finds them there from the second call of a replay on,
+    so small ops can come out faster than from a cold cache.
+
+    ``fn`` must be capturable: no host synchronisation (``.item()``, ``.cpu()``, data-dependent shapes), no CPU
+    tensors copied to the GPU per call; the tensors it reads from outside must stay alive and be changed in place
+    only (a replay reads the memory captured). Its side effects (an in-place update, gradients accumulated into
+    ``.grad``) happen ``warmup`` times eagerly, then ``calls_per_graph`` times a replay. CUDA only."""
+    if calls_per_graph < 1 or repeats < 1:
+        raise ValueError(f"calls_per_graph and repeats must be at least 1, got {calls_per_graph} and {repeats}")
+    if not torch.cuda.is_available():
+        raise RuntimeError("graph_replay_ms times CUDA graph replays: it needs a CUDA device")
+    replay = capture_cuda_graph(fn, warmup=warmup, calls=calls_per_graph)
+    return median_ms(replay, "cuda", warmup=warmup, repeats=repeats) / calls_per_graph
+
+
+def graph_replay_note(calls_per_graph: int = CALLS_PER_GRAPH, repeats: int = GRAPH_REPEATS) -> str:
+    """How :func:`graph_replay_ms` took the GPU times, for the results' markdown and JSON."""
+    return (f"GPU times: ms a call from CUDA-graph replays of {calls_per_graph} consecutive calls (median of "
+            f"{repeats} replays, divided by {calls_per_graph}): the kernels' GPU time without the host's launch cost; "
+            "L2 not flushed between calls")
 
 
 def peak_memory_mib(fn: Callable[[], object], device: str) -> tuple[float | None, float | None]:

@@ -1,6 +1,8 @@
 """``scan``: the selective-scan backends at the models' shapes, forward and forward+backward: ms, achieved GB/s
 (the fewest bytes the op must move: each input read once, each output written once) and the fraction of the
-card's measured copy bandwidth, beside the official mamba-ssm CUDA kernel on an H100 80GB HBM3."""
+card's measured copy bandwidth, beside the official mamba-ssm CUDA kernel on an H100 80GB HBM3. On the GPU every
+time is a call's share of CUDA-graph replays (:func:`._common.graph_replay_ms`: the kernels without the host's launch
+cost, which made eager timings of the smaller shapes host time)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 
 from mambaeye.ops import available_backends, selective_scan
 
-from ._common import DTYPES, Context, Suite, SuiteResult, env_header, md_table
+from ._common import DTYPES, Context, Suite, SuiteResult, env_header, graph_replay_note, md_table
 
 # name: batch, dim, length, dstate, groups of B/C, z given, official (fwd ms, fwd+bwd ms) on H100 80GB HBM3
 SHAPES = {
@@ -61,18 +63,20 @@ def min_bytes(shape: dict, dtype: torch.dtype, backward: bool) -> int:
 
 
 def copy_bandwidth_gbs(device: str, time_ms: Callable[[Callable[[], object]], float]) -> float:
-    """GB/s of a large device-to-device copy, counting bytes read plus bytes written; ``time_ms(fn)`` times fn."""
+    """GB/s of a 256 MiB device-to-device copy, counting bytes read plus bytes written; ``time_ms(fn)`` times fn
+    (the scan's own timer: the copy is far larger than L2 and than the host's launch cost, so any timer fits)."""
     x = torch.empty(1 << 28, dtype=torch.uint8, device=device).random_(0, 255)
     y = torch.empty_like(x)
     ms = time_ms(lambda: y.copy_(x))
-
     return 2 * (1 << 28) / ms / 1e6
 
 
 def run_case(name: str, backend: str, dtype_name: str, device: str,
              time_ms: Callable[[Callable[[], object]], float]) -> dict:
-    """Forward and forward+backward of shape ``name`` on ``backend``, timed by ``time_ms(fn) -> ms``: the row of
-    the ``scan`` suite and of benchmarks/scan.py (ms, minimum bytes moved, GB/s, the official kernel's ms)."""
+    """Forward (under no_grad) and forward+backward (``torch.autograd.grad``: fresh gradients, nothing accumulated)
+    of shape ``name`` on ``backend``, timed by ``time_ms(fn) -> ms``: the row of the ``scan`` suite and of
+    benchmarks/scan.py (ms, minimum bytes moved, GB/s, the official kernel's ms). Both closures only launch kernels
+    on tensors made here (no host sync, no CPU tensor per call), so ``time_ms`` may capture them in a CUDA graph."""
     shape = SHAPES[name]
     dtype = DTYPES[dtype_name]
     t = make_inputs(shape, dtype, device, requires_grad=False)
@@ -102,16 +106,6 @@ def run_case(name: str, backend: str, dtype_name: str, device: str,
                 official_fwd_bwd_ms=shape["official"][1] if shape["official"] else None)
 
 
-def kernel_time_ms(fn: Callable[[], object]) -> float:
-    """Median ms of ``fn`` on the GPU by ``triton.testing.do_bench``: calls queued back to back (L2 flushed
-    between), so the time is the GPU's, not hidden behind the host's launch latency - what the GB/s and % of copy
-    bandwidth columns need. (Timing single synchronised calls, as the model suites do, gives vim_ti_224's forward
-    0.39 ms against 0.16 on an H100.)"""
-    import triton.testing
-
-    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=None)
     p.add_argument("--backends", nargs="+", default=None,
@@ -126,7 +120,8 @@ def run(ctx: Context, args: argparse.Namespace) -> SuiteResult:
     for b in backends:
         if b not in have:
             raise SystemExit(f"backend {b!r} is not available on {ctx.device}: {have}")
-    time_ms = kernel_time_ms if on_gpu else ctx.time_ms
+    time_ms = ctx.graph_ms if on_gpu else ctx.time_ms
+    timing = graph_replay_note(repeats=ctx.repeats) if on_gpu else None  # how the GPU times were taken
     copy_gbs = copy_bandwidth_gbs(ctx.device, time_ms) if on_gpu else None
     rows = []
     for dt in ctx.dtypes:
@@ -157,8 +152,8 @@ def run(ctx: Context, args: argparse.Namespace) -> SuiteResult:
     md = env_header(ctx, "Selective scan") + (
         f"\nMeasured copy bandwidth {copy_gbs:.0f} GB/s.\n" if copy_gbs else "\nNo copy bandwidth on CPU.\n"
     ) + ("\nsoftplus on, D and delta_bias given; GB/s counts the fewest bytes the op must move."
-         + (" GPU times: triton.testing.do_bench (calls back to back, median), not the warm-up/repeats above."
-            if on_gpu else "") + "\n\n") + table
+         + (f" {timing}; the warm-up above: that many eager calls, then that many replays." if timing else "")
+         + "\n\n") + table
 
     def plot(plt, path):
         labels = [f"{r['shape']}\n{r['dtype']}" for r in rows if r["backend"] == backends[0]]
@@ -177,7 +172,7 @@ def run(ctx: Context, args: argparse.Namespace) -> SuiteResult:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
 
-    return SuiteResult(rows=rows, markdown=md, plot=plot, extra=dict(copy_gbs=copy_gbs))
+    return SuiteResult(rows=rows, markdown=md, plot=plot, extra=dict(copy_gbs=copy_gbs, gpu_timing=timing))
 
 
 SUITE = Suite("scan", "selective-scan backends: ms, GB/s, fraction of copy bandwidth", run, add_arguments,

@@ -174,6 +174,38 @@ def test_cuda_graph_replays_the_captured_step():
     assert not torch.equal(graphed, eager)
 
 
+@pytest.mark.gpu
+def test_graph_replay_ms_replays_consecutive_calls():
+    """graph_replay_ms captures calls_per_graph calls in one graph, replays it warmup times untimed and repeats
+    times timed: the captured in-place add runs (warmup eager + (warmup + repeats) * calls_per_graph) times, and
+    the time a call is positive and finite (a copy of 64 MiB: well above the event timer's resolution)."""
+    from mambaeye.bench._common import graph_replay_ms
+
+    counter = torch.zeros((), device="cuda")
+    ms = graph_replay_ms(lambda: counter.add_(1), calls_per_graph=4, repeats=5, warmup=2)
+    torch.cuda.synchronize()
+    assert _positive(ms)
+    assert counter.item() == 2 + (2 + 5) * 4  # capturing runs nothing
+
+    x = torch.randn(1 << 24, device="cuda")
+    y = torch.empty_like(x)
+    assert _positive(graph_replay_ms(lambda: y.copy_(x), calls_per_graph=3, repeats=3))
+    torch.testing.assert_close(y, x)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(calls_per_graph=0), ValueError, "calls_per_graph and repeats must be at least 1"),
+    (dict(repeats=0), ValueError, "calls_per_graph and repeats must be at least 1"),
+    (dict(), RuntimeError, "needs a CUDA device"),
+])
+def test_graph_replay_ms_refuses_what_it_cannot_time(monkeypatch, kwargs, error, match):
+    from mambaeye.bench._common import graph_replay_ms
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(error, match=match):
+        graph_replay_ms(lambda: None, **kwargs)
+
+
 def test_erf_suite(tmp_path):
     record, md = _run("erf", tmp_path)
     rows = record["rows"]
