@@ -108,26 +108,24 @@ def _ln_fwd_fake(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bia
 @torch.library.custom_op("mambaeye::layer_norm_channel_first_bwd", mutates_args=())
 def _ln_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, rstd: Tensor,
             ds: Tensor | None, branch_dtype: torch.dtype | None, branch_bias: Tensor | None,
-            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+            ) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dbranch or an empty tensor when dx serves, the parameters' gradient sums (k, C)): see layer_norm_bwd."""
     from .triton_norm import layer_norm_bwd
 
-    # custom ops cannot return None: an absent gradient is an empty tensor, dropped by _backward
-    return tuple(g if g is not None else x.new_empty(0)
-                 for g in layer_norm_bwd(dy, x, weight, bias, mean, rstd, ds, branch_dtype, branch_bias))
+    dx, dr, sums = layer_norm_bwd(dy, x, weight, bias, mean, rstd, ds, branch_dtype, branch_bias)
+    return dx, dr if dr is not None else x.new_empty(0), sums
 
 
 @_ln_bwd.register_fake
 def _ln_bwd_fake(dy, x, weight, bias, mean, rstd, ds, branch_dtype, branch_bias):
-    def like(t, **kwargs):
-        return torch.empty_like(t, **kwargs) if t is not None else x.new_empty(0)
-
-    dr = like(x, dtype=branch_dtype) if branch_dtype not in (None, x.dtype) else None
-    return torch.empty_like(x), like(weight), like(bias), like(dr), like(branch_bias)
+    dr = torch.empty_like(x, dtype=branch_dtype) if branch_dtype not in (None, x.dtype) else x.new_empty(0)
+    k = sum(t is not None for t in (weight, bias, branch_bias))
+    return torch.empty_like(x), dr, x.new_empty((k, x.shape[1]), dtype=_compute_dtype(x))
 
 
 def _setup_context(ctx, inputs, output):
     x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias = inputs
-    ctx.has_weight, ctx.has_bias, ctx.has_branch = weight is not None, bias is not None, branch is not None
+    ctx.has_branch = branch is not None
     ctx.branch_dtype = branch.dtype if branch is not None else None
     normed = output[3] if branch is not None else x
     ctx.save_for_backward(normed, weight, bias, output[1], output[2], branch_bias)
@@ -148,10 +146,11 @@ def _backward(ctx, dy, _dmean, _drstd, ds, bwd=None):
         ds = None
     elif ds is not None and ds.stride(-1) != 1 and ds.shape[-1] > 1:
         ds = ds.contiguous()
-    dx, dw, db, dr, drb = (bwd or _ln_bwd)(dy, normed, weight, bias, mean, rstd, ds, ctx.branch_dtype, branch_bias)
+    dx, dr, sums = (bwd or _ln_bwd)(dy, normed, weight, bias, mean, rstd, ds, ctx.branch_dtype, branch_bias)
+    rows = iter(sums)  # the gradients of the parameters given, in this order
+    dw, db, drb = (next(rows).to(t.dtype) if t is not None else None for t in (weight, bias, branch_bias))
     dbranch = (dr if dr is not None and dr.numel() else dx) if ctx.has_branch else None
-    return (dx, dw if ctx.has_weight else None, db if ctx.has_bias else None, None, None, None, dbranch,
-            drb if branch_bias is not None else None)
+    return dx, dw, db, None, None, None, dbranch, drb
 
 
 _ln_fwd.register_autograd(_backward, setup_context=_setup_context)

@@ -146,16 +146,16 @@ def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: f
 
 def layer_norm_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, rstd: Tensor,
                    ds: Tensor | None = None, branch_dtype: torch.dtype | None = None, branch_bias: Tensor | None = None,
-                   ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
-    """(dx, dweight, dbias, dbranch, dbranch_bias) of :func:`layer_norm_fwd`; x here is the normalised tensor (s
-    of an add + norm). dy (B, C, L) with L contiguous; mean, rstd (B, L) from the forward.
+                   ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(dx, dbranch, sums) of :func:`layer_norm_fwd`; x here is the normalised tensor (s of an add + norm). dy
+    (B, C, L) with L contiguous; mean, rstd (B, L) from the forward.
 
     dx = the norm's input gradient (+ ``ds``, the gradient that reaches the normalised tensor from elsewhere: the
     residual stream's), in x's dtype and, when x is dense, layout. When ``branch_dtype`` is given and differs from
-    x's dtype, dbranch is dx in that dtype (else None: dx is also the branch's gradient). dbranch_bias (the sum of
-    dx over batch and positions) in ``branch_bias``' dtype when it is given, else None; dweight / dbias in the
-    parameters' dtypes or None. The sums over positions go through per-program (n_programs, C) partial buffers in
-    float32 (float64): deterministic, no atomics."""
+    x's dtype, dbranch is dx in that dtype (else None: dx is also the branch's gradient). ``sums`` (k, C) float32
+    (float64) holds the gradients of the parameters given, in the order weight, bias, branch_bias (k of them;
+    dbranch_bias is the sum of dx over batch and positions): one reduction of per-program (k, n_programs, C)
+    partial sums after the kernel, deterministic, no atomics."""
     batch, dim, length = x.shape
     acc_dtype, DT = compute_dtype(x)
     block_c, block_l, n_lblocks, num_warps = _config(dim, length)
@@ -163,10 +163,12 @@ def layer_norm_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | 
     dx = torch.empty_like(x)
     dr = torch.empty_like(x, dtype=branch_dtype) if branch_dtype not in (None, x.dtype) else None
 
-    def partials(param: Tensor | None) -> Tensor | None:
-        return torch.empty(n_programs, dim, device=x.device, dtype=acc_dtype) if param is not None else None
-
-    dw_part, db_part, drb_part = partials(weight), partials(bias), partials(branch_bias)
+    # the per-program partial sums of dweight, dbias and dbranch_bias (those given) in one (k, n_programs, C)
+    # buffer, summed by one reduction after the kernel (one launch instead of one per parameter)
+    given = [t is not None for t in (weight, bias, branch_bias)]
+    part = torch.empty(sum(given), n_programs, dim, device=x.device, dtype=acc_dtype)
+    slabs = iter(part)
+    dw_part, db_part, drb_part = (next(slabs) if g else None for g in given)
     ds_, dr_ = ds if ds is not None else dy, dr if dr is not None else dx  # placeholders when absent
     _ln_bwd_kernel[(n_programs,)](
         x, weight if weight is not None else x, dy, ds_, mean, rstd, dx, dr_,
@@ -177,8 +179,5 @@ def layer_norm_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | 
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, HAS_DS=ds is not None, STORE_DR=dr is not None,
         STORE_DRB=branch_bias is not None, BLOCK_C=block_c, BLOCK_L=block_l, DT=DT, num_warps=num_warps,
     )
+    return dx, dr, part.sum(1)
 
-    def total(part: Tensor | None, param: Tensor | None) -> Tensor | None:
-        return part.sum(0).to(param.dtype) if part is not None else None
-
-    return dx, total(dw_part, weight), total(db_part, bias), dr, total(drb_part, branch_bias)
