@@ -1,15 +1,18 @@
-"""Compile the Triton scan kernels for an H100 (sm_90) on any machine - no GPU needed - exactly as a launch at a
+"""Compile mambaeye's Triton kernels for an H100 (sm_90) on any machine - no GPU needed - exactly as a launch at a
 named shape would, and print what they cost: registers, spills, SASS instruction counts (warp shuffles, shared
-memory, barriers), and the TTGIR layouts, layout conversions, scans and reductions.
+memory, barriers), the global loads and stores by width (LDG.E.128 is a 16-byte vector load, LDG.E.U16 one bf16),
+and the TTGIR layouts, layout conversions, scans and reductions.
 
-    python benchmarks/scan_ir.py --shape vim_ti_224            # forward and backward
+    python benchmarks/scan_ir.py --shape vim_ti_224            # the scan, forward and backward
     python benchmarks/scan_ir.py --shape long_1d --ttgir        # also the TTGIR layout lines
     python benchmarks/scan_ir.py --shape vim_ti_1248 --dump /tmp/ir   # each kernel's SASS and TTGIR into /tmp/ir
+    python benchmarks/scan_ir.py --op layer_norm --stage 3      # the add + LayerNorm at VMamba-T's 14x14 stage
+    python benchmarks/scan_ir.py --op bias_gelu --stage 1       # the MLP's bias + GELU at VMamba-T's 56x56 stage
 
-The launchers (triton_scan.selective_scan_fwd / _bwd) run on meta tensors with the kernels swapped for recorders,
-so the arguments, strides, constexprs and num_warps are the real ones; integer arguments divisible by 16 get the
-divisibility hint a real launch would. Triton's bundled nvdisasm and cuobjdump read the cubin. Use it to see what
-a kernel change does before spending GPU time (benchmarks/NOTES.md: it found the reverse scan's 640 shuffles).
+The launchers run on meta tensors with the kernels swapped for recorders, so the arguments, strides, constexprs and
+num_warps are the real ones; integer arguments divisible by 16 get the divisibility hint a real launch would.
+Triton's bundled nvdisasm and cuobjdump read the cubin. Use it to see what a kernel change does before spending GPU
+time (benchmarks/NOTES.md: it found the reverse scan's 640 shuffles and the LayerNorm's scalar loads at 14x14).
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from mambaeye.bench.scan import SHAPES, make_inputs
+from mambaeye.ops.bias_gelu import triton_bias_gelu
+from mambaeye.ops.layer_norm import triton_norm
 from mambaeye.ops.selective_scan import triton_scan
+
+# VMamba-T's stages at batch 128: (channels, grid side)
+VMAMBA_T_STAGES = {1: (96, 56), 2: (192, 28), 3: (384, 14), 4: (768, 7)}
 
 _TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.float64: "*fp64"}
 
@@ -76,34 +84,88 @@ def _sass_report(sass: str, usage: str) -> str:
                               re.finditer(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass))
     regs, stack = re.search(r"REG:(\d+)", usage).group(1), re.search(r"STACK:(\d+)", usage).group(1)
     top = ", ".join(f"{op} {n}" for op, n in ops.most_common(12))
+    memory = collections.Counter(re.findall(r"\b((?:LDG|STG)\.E[.\w]*)", sass))
+    widths = ", ".join(f"{op} {n}" for op, n in sorted(memory.items()))
     return (f"registers {regs}, stack (spills) {stack} bytes, {sum(ops.values())} SASS instructions; "
-            f"SHFL {ops['SHFL']}, LDS {ops['LDS']}, STS {ops['STS']}, BAR {ops['BAR']}\n   top: {top}")
+            f"SHFL {ops['SHFL']}, LDS {ops['LDS']}, STS {ops['STS']}, BAR {ops['BAR']}\n   top: {top}\n"
+            f"   global loads/stores: {widths}")
+
+
+def _record(module, names: tuple[str, ...], launch) -> dict[str, _Recorder]:
+    """Run ``launch()`` with ``module``'s kernels ``names`` swapped for recorders; returns the recorders."""
+    recorders = {name: _Recorder(getattr(module, name)) for name in names}
+    saved = {name: getattr(module, name) for name in names}
+    try:
+        for name, recorder in recorders.items():
+            setattr(module, name, recorder)
+        launch()
+    finally:
+        for name, fn in saved.items():
+            setattr(module, name, fn)
+    return recorders
+
+
+def _scan_launches(shape: str):
+    t = make_inputs(SHAPES[shape], torch.bfloat16, "meta", requires_grad=False)
+    u, delta, A, B, C, D, z, bias = (t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))
+
+    def launch():
+        _, _, states = triton_scan.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, True)
+        triton_scan.selective_scan_bwd(torch.empty_like(delta), None, u, delta, A, B, C, D, z, bias, True, states)
+
+    names = ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_segment_kernel", "_scan_bwd_kernel")
+    return triton_scan, names, launch
+
+
+def _layer_norm_launches(stage: int):
+    """The add + norm of a VMamba-T block under autocast: float32 stream, bf16 branch with a bias, bf16 output."""
+    dim, side = VMAMBA_T_STAGES[stage]
+    x = torch.empty(128, dim, side * side, device="meta")
+    branch = torch.empty_like(x, dtype=torch.bfloat16)
+    w, mean = torch.empty(dim, device="meta"), torch.empty(128, side * side, device="meta")
+
+    def launch():
+        triton_norm.layer_norm_fwd(x, w, w, 1e-5, True, torch.bfloat16, branch, w)
+        triton_norm.layer_norm_bwd(branch, x, w, w, mean, mean, x, torch.bfloat16, w)
+
+    return triton_norm, ("_ln_fwd_kernel", "_ln_bwd_kernel"), launch
+
+
+def _bias_gelu_launches(stage: int):
+    """The MLP's fc1 output (4 C channels) in bf16."""
+    dim, side = VMAMBA_T_STAGES[stage]
+    x = torch.empty(128, 4 * dim, side * side, device="meta", dtype=torch.bfloat16)
+    bias = torch.empty(4 * dim, device="meta")
+
+    def launch():
+        triton_bias_gelu.bias_gelu_fwd(x, bias)
+        triton_bias_gelu.bias_gelu_bwd(x, x, bias)
+
+    return triton_bias_gelu, ("_bias_gelu_fwd_kernel", "_bias_gelu_bwd_kernel"), launch
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", default="vim_ti_224", choices=[s for s in SHAPES if s != "cpu_1d"])
+    p.add_argument("--op", default="scan", choices=["scan", "layer_norm", "bias_gelu"])
+    p.add_argument("--shape", default="vim_ti_224", choices=[s for s in SHAPES if s != "cpu_1d"],
+                   help="the scan's shape (--op scan)")
+    p.add_argument("--stage", type=int, default=1, choices=sorted(VMAMBA_T_STAGES),
+                   help="VMamba-T's stage, batch 128 (--op layer_norm / bias_gelu)")
     p.add_argument("--ttgir", action="store_true", help="print the TTGIR layout definitions too")
     p.add_argument("--dump", metavar="DIR", help="write each kernel's SASS and TTGIR into DIR")
     args = p.parse_args()
-    t = make_inputs(SHAPES[args.shape], torch.bfloat16, "meta", requires_grad=False)
-    u, delta, A, B, C, D, z, bias = (t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))
-    kernels = {name: _Recorder(getattr(triton_scan, name)) for name in
-               ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_segment_kernel", "_scan_bwd_kernel")}
-    saved = {name: getattr(triton_scan, name) for name in kernels}
-    try:
-        for name, recorder in kernels.items():
-            setattr(triton_scan, name, recorder)
-        _, _, states = triton_scan.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, True)
-        triton_scan.selective_scan_bwd(torch.empty_like(delta), None, u, delta, A, B, C, D, z, bias, True, states)
-    finally:
-        for name, fn in saved.items():
-            setattr(triton_scan, name, fn)
-    for name, recorder in kernels.items():
+    if args.op == "scan":
+        module, names, launch = _scan_launches(args.shape)
+        where = args.shape
+    else:
+        module, names, launch = (_layer_norm_launches if args.op == "layer_norm" else _bias_gelu_launches)(args.stage)
+        dim, side = VMAMBA_T_STAGES[args.stage]
+        where = f"VMamba-T stage {args.stage} (C {dim}, {side}x{side})"
+    for name, recorder in _record(module, names, launch).items():
         for grid, call_args, call_kwargs in recorder.calls:
             compiled, num_warps = _compile(recorder.fn, call_args, call_kwargs)
             blocks = {k: v for k, v in call_kwargs.items() if k.startswith("BLOCK") or k == "PREFETCH"}
-            print(f"== {name} at {args.shape}: grid {grid}, {num_warps} warps, {blocks}")
+            print(f"== {name} at {where}: grid {grid}, {num_warps} warps, {blocks}")
             sass, usage = _sass(compiled)
             print("  ", _sass_report(sass, usage))
             if args.dump:
