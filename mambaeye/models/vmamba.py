@@ -257,7 +257,7 @@ class VSSStage(nn.Module):
 
     def forward_blocks(self, x: Tensor) -> Tensor:
         """The blocks in turn, each one's last residual add run with the next one's norm (VSSBlock.forward_residual)."""
-        pending: tuple[Tensor | None, Tensor | None] = (None, None)
+        pending: list[Tensor | None] = [None, None]  # (branch, branch_bias) of the last block's add
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x, *pending = torch.utils.checkpoint.checkpoint(block.forward_residual, x, *pending,
