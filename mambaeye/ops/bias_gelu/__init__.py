@@ -30,7 +30,7 @@ __all__ = ["bias_gelu_channel_first", "bias_gelu_channel_first_ref"]
 def bias_gelu_channel_first_ref(x: Tensor, bias: Tensor) -> Tensor:
     """The definition in PyTorch: x (B, C, *S), bias (C,) -> gelu(x + bias) in x's dtype, computed in float32
     (float64 for float64 x) with autocast off."""
-    cdt = _compute_dtype(x)
+    cdt = _compute_dtype(x.dtype)
     with _autocast_off(x):
         y = F.gelu(x.to(cdt) + bias.to(cdt).view(-1, *(1,) * (x.dim() - 2)))
     return y.to(x.dtype)

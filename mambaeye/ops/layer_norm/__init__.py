@@ -41,8 +41,9 @@ __all__ = ["add_layer_norm_channel_first", "add_layer_norm_channel_first_ref", "
 _DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 data, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _autocast_off(x: Tensor):
@@ -56,7 +57,7 @@ def layer_norm_channel_first_ref(x: Tensor, weight: Tensor | None = None, bias: 
                                  eps: float = 1e-5, out_dtype: torch.dtype | None = None) -> Tensor:
     """The definition in PyTorch: x (B, C, *S), weight/bias (C,) or None -> (B, C, *S) in out_dtype (default x's
     dtype), computed in float32 (float64 for float64 x) with autocast off."""
-    cdt = _compute_dtype(x)
+    cdt = _compute_dtype(x.dtype)
     with _autocast_off(x):
         y = F.layer_norm(x.movedim(1, -1).to(cdt), (x.shape[1],), weight.to(cdt) if weight is not None else None,
                          bias.to(cdt) if bias is not None else None, eps)
@@ -69,7 +70,7 @@ def add_layer_norm_channel_first_ref(x: Tensor, branch: Tensor, weight: Tensor |
     """The definition of :func:`add_layer_norm_channel_first` in PyTorch: s = x + branch (+ branch_bias) computed
     in float32 (float64) and stored in ``torch.promote_types(x.dtype, branch.dtype)``; (s, LayerNorm(s))."""
     s_dtype = torch.promote_types(x.dtype, branch.dtype)
-    cdt = _compute_dtype(x.new_empty(0, dtype=s_dtype))
+    cdt = _compute_dtype(s_dtype)
     with _autocast_off(x):
         r = branch.to(cdt)
         if branch_bias is not None:
@@ -100,7 +101,7 @@ def _ln_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, s
 def _ln_fwd_fake(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias):
     shape = (x.shape[0], x.shape[2]) if save_stats else (0,)
     s_dtype = x.dtype if branch is None else torch.promote_types(x.dtype, branch.dtype)
-    cdt = _compute_dtype(x.new_empty(0, dtype=s_dtype))
+    cdt = _compute_dtype(s_dtype)
     s = torch.empty_like(x, dtype=s_dtype) if branch is not None else x.new_empty(0)
     return torch.empty_like(x, dtype=out_dtype), x.new_empty(shape, dtype=cdt), x.new_empty(shape, dtype=cdt), s
 
@@ -120,7 +121,7 @@ def _ln_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, m
 def _ln_bwd_fake(dy, x, weight, bias, mean, rstd, ds, branch_dtype, branch_bias):
     dr = torch.empty_like(x, dtype=branch_dtype) if branch_dtype not in (None, x.dtype) else x.new_empty(0)
     k = sum(t is not None for t in (weight, bias, branch_bias))
-    return torch.empty_like(x), dr, x.new_empty((k, x.shape[1]), dtype=_compute_dtype(x))
+    return torch.empty_like(x), dr, x.new_empty((k, x.shape[1]), dtype=_compute_dtype(x.dtype))
 
 
 def _setup_context(ctx, inputs, output):
