@@ -89,6 +89,51 @@ def test_triton_matches_reference_with_gradients(case, affine, dtype):
         _close(g, g_ref, tol * 10, f"d{name}")
 
 
+def test_vector_width_and_index_width_decisions():
+    """VEC: the largest of 16, 8, 4 dividing L and every batch/channel stride (else 1); int64 offsets only past
+    2**31."""
+    from mambaeye.ops.layer_norm.triton_norm import _vec
+
+    x = torch.empty(2, 384, 196, device="meta")  # VMamba's 14x14 stage: L 196 = 4 * 49
+    assert _vec(196, x, x)[:2] == (4, False) and _vec(196, x)[2] == [49, 384 * 49, 49]
+    assert _vec(49, torch.empty(2, 768, 49, device="meta"))[0] == 1  # 7x7: odd rows
+    assert _vec(196, x[:, 1:10:3])[0] == 4 and _vec(196, torch.empty(2, 5, 200, device="meta")[..., :196])[0] == 4
+    assert _vec(195, torch.empty(2, 3, 195, device="meta"))[0] == 1
+    assert _vec(784, torch.empty(2, 192, 784, device="meta"))[0] == 16  # 28x28: as Triton's own hint gave
+    assert _vec(40, torch.empty(2, 3, 40, device="meta"))[0] == 8
+    assert _vec(2**20, torch.empty(4, 2**10, 2**20, device="meta"))[1] is True
+
+
+@needs_triton
+@pytest.mark.parametrize("vec,idx64", [(1, False), (1, True), (4, False), (4, True)])
+def test_kernel_variants_agree(vec, idx64, monkeypatch):
+    """Every (VEC, IDX64) variant of both kernels (forced: int64 offsets need 2**31 elements to be chosen) gives the
+    reference's add + norm and gradients - every tensor the kernels address - on L 300 with 6 channels (VEC 4 is
+    valid there)."""
+    from mambaeye.ops.layer_norm import triton_norm
+
+    choose = triton_norm._vec
+
+    def forced(length, *tensors):
+        strides = [length, *(v for t in tensors for v in t.stride()[:2])]
+        return vec, idx64, choose(length, *tensors)[2] if vec == 4 else strides
+
+    monkeypatch.setattr(triton_norm, "_vec", forced)
+    assert choose(300, torch.empty(2, 6, 300))[0] == 4
+    x = torch.randn(2, 6, 300, requires_grad=True)
+    r = torch.randn(2, 6, 300).bfloat16().requires_grad_(True)  # its gradient is a second (bf16) output
+    w, b, rb = (torch.randn(6, requires_grad=True) for _ in range(3))
+    out = add_layer_norm_channel_first(x, r, w, b, branch_bias=rb, backend="triton")
+    ref = add_layer_norm_channel_first_ref(x, r, w, b, branch_bias=rb)
+    grad_out = (torch.randn(2, 6, 300), torch.randn(2, 6, 300))
+    for got, want, name in zip(out, ref, ["s", "y"], strict=True):
+        _close(got, want, 1e-5, name)
+    grads = torch.autograd.grad(out, [x, r, w, b, rb], grad_out)
+    grads_ref = torch.autograd.grad(ref, [x, r, w, b, rb], grad_out)
+    for g, g_ref, name in zip(grads, grads_ref, ["dx", "dr", "dw", "db", "drb"], strict=True):
+        _close(g, g_ref, 1e-2 if name == "dr" else 1e-4, name)
+
+
 @needs_triton
 @pytest.mark.parametrize("dim", [1000, 2048])
 def test_triton_wide_channels(dim):

@@ -21,15 +21,18 @@ from ..selective_scan.triton_scan import compute_dtype
 
 
 @triton.jit
-def _tile(pid, n_lblocks, dim, length, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Program ``pid``'s (BLOCK_C, BLOCK_L) tile: batch b, position and channel offsets (channels also as int64
-    row offsets: a channel stride times C may pass 2**31) and the masks."""
-    b = (pid // n_lblocks).to(tl.int64)
+def _tile(pid, n_lblocks, dim, length, IDX64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Program ``pid``'s (BLOCK_C, BLOCK_L) tile: batch b, position and channel offsets (b and the channels' row
+    offsets in int64 when IDX64: an offset may pass 2**31) and the masks."""
+    b = pid // n_lblocks
     offs_l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)
     offs_c = tl.arange(0, BLOCK_C)
+    rows = offs_c[:, None]
+    if IDX64:
+        b, rows = b.to(tl.int64), rows.to(tl.int64)
     c_mask = offs_c < dim
     l_mask = offs_l < length
-    return b, offs_l, offs_c, offs_c.to(tl.int64)[:, None], c_mask, l_mask, c_mask[:, None] & l_mask[None, :]
+    return b, offs_l, offs_c, rows, c_mask, l_mask, c_mask[:, None] & l_mask[None, :]
 
 
 @triton.jit
@@ -37,12 +40,16 @@ def _ln_fwd_kernel(x_ptr, r_ptr, rb_ptr, s_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, r
                    sx_b, sx_c, sr_b, sr_c, ss_b, ss_c, sy_b, sy_c,
                    EPS: tl.constexpr, HAS_BRANCH: tl.constexpr, HAS_BRANCH_BIAS: tl.constexpr,
                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_STATS: tl.constexpr,
-                   BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
+                   VEC: tl.constexpr, IDX64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
+                   DT: tl.constexpr):
     """y[b, :, l] = (s[b, :, l] - mean) * rstd * w + b with s = x, or (HAS_BRANCH) s = x + r (+ rb[c]) rounded to
     s's dtype and stored; mean, rstd (B, L) stored when STORE_STATS. EPS is a constexpr so that it stays exact in
-    float64 (a runtime float argument is passed as float32)."""
+    float64 (a runtime float argument is passed as float32). ``length`` and the strides come divided by VEC (see
+    :func:`_vec`)."""
+    length, sx_b, sx_c, sr_b, sr_c = length * VEC, sx_b * VEC, sx_c * VEC, sr_b * VEC, sr_c * VEC
+    ss_b, ss_c, sy_b, sy_c = ss_b * VEC, ss_c * VEC, sy_b * VEC, sy_c * VEC
     pid = tl.program_id(0)
-    b, offs_l, offs_c, rows, c_mask, l_mask, mask = _tile(pid, n_lblocks, dim, length, BLOCK_C, BLOCK_L)
+    b, offs_l, offs_c, rows, c_mask, l_mask, mask = _tile(pid, n_lblocks, dim, length, IDX64, BLOCK_C, BLOCK_L)
     x = tl.load(x_ptr + b * sx_b + rows * sx_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
     if HAS_BRANCH:
         r = tl.load(r_ptr + b * sr_b + rows * sr_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
@@ -69,14 +76,18 @@ def _ln_fwd_kernel(x_ptr, r_ptr, rb_ptr, s_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, r
 def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, ds_ptr, mean_ptr, rstd_ptr, dx_ptr, dr_ptr, dw_ptr, db_ptr, drb_ptr,
                    dim, length, n_lblocks, sx_b, sx_c, sdy_b, sdy_c, sds_b, sds_c, sdx_b, sdx_c, sdr_b, sdr_c,
                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DS: tl.constexpr, STORE_DR: tl.constexpr,
-                   STORE_DRB: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
+                   STORE_DRB: tl.constexpr, VEC: tl.constexpr, IDX64: tl.constexpr, BLOCK_C: tl.constexpr,
+                   BLOCK_L: tl.constexpr, DT: tl.constexpr):
     """dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)) (+ ds, the gradient reaching the normalised tensor
     from elsewhere: the residual stream's, when HAS_DS) with g = w * dy; x here is the tensor that was normalised
     (the sum s of an add + norm). STORE_DR also writes dx in dr's dtype (the branch's gradient). Row ``pid`` of the
     (n_programs, C) partial buffers gets this tile's sums over L of dy * xhat (dweight), dy (dbias) and, when
-    STORE_DRB, dx (the branch bias' gradient)."""
+    STORE_DRB, dx (the branch bias' gradient). ``length`` and the strides come divided by VEC (see :func:`_vec`)."""
+    length, sx_b, sx_c, sdy_b, sdy_c = length * VEC, sx_b * VEC, sx_c * VEC, sdy_b * VEC, sdy_c * VEC
+    sds_b, sds_c, sdx_b, sdx_c = sds_b * VEC, sds_c * VEC, sdx_b * VEC, sdx_c * VEC
+    sdr_b, sdr_c = sdr_b * VEC, sdr_c * VEC
     pid = tl.program_id(0)
-    b, offs_l, offs_c, rows, c_mask, l_mask, mask = _tile(pid, n_lblocks, dim, length, BLOCK_C, BLOCK_L)
+    b, offs_l, offs_c, rows, c_mask, l_mask, mask = _tile(pid, n_lblocks, dim, length, IDX64, BLOCK_C, BLOCK_L)
     x = tl.load(x_ptr + b * sx_b + rows * sx_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
     dy = tl.load(dy_ptr + b * sdy_b + rows * sdy_c + offs_l[None, :], mask=mask, other=0.0).to(DT)
     mean = tl.load(mean_ptr + b * length + offs_l, mask=l_mask, other=0.0)
@@ -103,13 +114,28 @@ def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, ds_ptr, mean_ptr, rstd_ptr, dx_ptr, dr_
 
 def _config(dim: int, length: int) -> tuple[int, int, int, int]:
     """(BLOCK_C, BLOCK_L, n_lblocks, num_warps): BLOCK_C = next_power_of_2(C); tiles of 4096 elements with 4 warps
-    up to C = 256 (BLOCK_L 128 down to 16), then BLOCK_L 16 with 16 warps. From a sweep on an H100 at VMamba-T's
-    four stages, batch 128 (benchmarks/NOTES.md): C 96 BLOCK_L 32, C 192 16 (4 warps) and C 384, 768 16 (16 warps)
-    beat larger tiles and fewer warps, e.g. the add + norm backward 300 -> 258 us at C 96."""
+    up to C = 256 (BLOCK_L 128 down to 16), then 16 warps with BLOCK_L 16 (C 512) or 8 (C >= 1024: at 16 a thread
+    of the backward needed more than the 128 registers 16 warps allow and spilled). From a sweep on an H100 at
+    VMamba-T's four stages, batch 128 (benchmarks/NOTES.md): C 96 BLOCK_L 32, C 192 16 (4 warps) and C 384 16
+    (16 warps) beat larger tiles and fewer warps, e.g. the add + norm backward 300 -> 258 us at C 96."""
     block_c = triton.next_power_of_2(dim)
-    block_l = max(16, min(128, 4096 // block_c))
+    block_l = max(16, min(128, 4096 // block_c)) if block_c <= 512 else 8
     num_warps = 4 if block_c <= 256 else 16
     return block_c, block_l, triton.cdiv(length, block_l), num_warps
+
+
+def _vec(length: int, *tensors: Tensor) -> tuple[int, bool, list[int]]:
+    """(VEC, IDX64, [length and each tensor's batch and channel strides] // VEC) for the kernels.
+
+    VEC = the largest of 16, 8, 4 (else 1) that divides L and every batch/channel stride: the kernels multiply them
+    back by the constexpr VEC, so the compiler knows groups of VEC positions are aligned and loads them with vector
+    instructions (Triton's own hint is divisibility by 16 only: 14x14 grids, L 196, were loaded element by element).
+    IDX64: some element's offset passes 2**31 - 1, so offsets are computed in int64 (else int32: half the address
+    arithmetic)."""
+    strides = [v for t in tensors for v in t.stride()[:2]]
+    vec = next((v for v in (16, 8, 4) if length % v == 0 and all(st % v == 0 for st in strides)), 1)
+    idx64 = max(sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(), strict=True)) for t in tensors) >= 2**31 - 1
+    return vec, idx64, [length // vec, *(v // vec for v in strides)]
 
 
 def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, save_stats: bool,
@@ -133,12 +159,12 @@ def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: f
     block_c, block_l, n_lblocks, num_warps = _config(dim, length)
     stats = (mean, rstd) if save_stats else (y, y)  # placeholders never written: no pointer into empty tensors
     r, sb = (branch, s) if s is not None else (x, y)  # placeholders never read or written without a branch
+    vec, idx64, (length_v, *strides) = _vec(length, x, r, sb, y)
     _ln_fwd_kernel[(batch * n_lblocks,)](
         x, r, branch_bias if branch_bias is not None else x, sb, weight if weight is not None else x,
-        bias if bias is not None else x, y, *stats, dim, length, n_lblocks,
-        x.stride(0), x.stride(1), r.stride(0), r.stride(1), sb.stride(0), sb.stride(1), y.stride(0), y.stride(1),
+        bias if bias is not None else x, y, *stats, dim, length_v, n_lblocks, *strides,
         EPS=eps, HAS_BRANCH=s is not None, HAS_BRANCH_BIAS=s is not None and branch_bias is not None,
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, STORE_STATS=save_stats,
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, STORE_STATS=save_stats, VEC=vec, IDX64=idx64,
         BLOCK_C=block_c, BLOCK_L=block_l, DT=DT, num_warps=num_warps,
     )
     return y, mean, rstd, s
@@ -170,14 +196,14 @@ def layer_norm_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | 
     slabs = iter(part)
     dw_part, db_part, drb_part = (next(slabs) if g else None for g in given)
     ds_, dr_ = ds if ds is not None else dy, dr if dr is not None else dx  # placeholders when absent
+    vec, idx64, (length_v, *strides) = _vec(length, x, dy, ds_, dx, dr_)
     _ln_bwd_kernel[(n_programs,)](
         x, weight if weight is not None else x, dy, ds_, mean, rstd, dx, dr_,
         dw_part if dw_part is not None else dx, db_part if db_part is not None else dx,
-        drb_part if drb_part is not None else dx, dim, length, n_lblocks,
-        x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), ds_.stride(0), ds_.stride(1), dx.stride(0),
-        dx.stride(1), dr_.stride(0), dr_.stride(1),
+        drb_part if drb_part is not None else dx, dim, length_v, n_lblocks, *strides,
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, HAS_DS=ds is not None, STORE_DR=dr is not None,
-        STORE_DRB=branch_bias is not None, BLOCK_C=block_c, BLOCK_L=block_l, DT=DT, num_warps=num_warps,
+        STORE_DRB=branch_bias is not None, VEC=vec, IDX64=idx64, BLOCK_C=block_c, BLOCK_L=block_l, DT=DT,
+        num_warps=num_warps,
     )
     return dx, dr, part.sum(1)
 
