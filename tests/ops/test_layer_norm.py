@@ -92,7 +92,7 @@ def test_triton_matches_reference_with_gradients(case, affine, dtype):
 def test_vector_width_and_index_width_decisions():
     """VEC: the largest of 16, 8, 4 dividing L and every batch/channel stride (else 1); int64 offsets only past
     2**31."""
-    from mambaeye.ops.layer_norm.triton_norm import _vec
+    from mambaeye.ops._layout import strides_by_vector as _vec
 
     x = torch.empty(2, 384, 196, device="meta")  # VMamba's 14x14 stage: L 196 = 4 * 49
     assert _vec(196, x, x)[:2] == (4, False) and _vec(196, x)[2] == [49, 384 * 49, 49]
@@ -112,13 +112,13 @@ def test_kernel_variants_agree(vec, idx64, monkeypatch):
     valid there)."""
     from mambaeye.ops.layer_norm import triton_norm
 
-    choose = triton_norm._vec
+    choose = triton_norm.strides_by_vector
 
     def forced(length, *tensors):
         strides = [length, *(v for t in tensors for v in t.stride()[:2])]
         return vec, idx64, choose(length, *tensors)[2] if vec == 4 else strides
 
-    monkeypatch.setattr(triton_norm, "_vec", forced)
+    monkeypatch.setattr(triton_norm, "strides_by_vector", forced)
     assert choose(300, torch.empty(2, 6, 300))[0] == 4
     x = torch.randn(2, 6, 300, requires_grad=True)
     r = torch.randn(2, 6, 300).bfloat16().requires_grad_(True)  # its gradient is a second (bf16) output

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._layout import strides_by_vector
 from ..selective_scan.triton_scan import compute_dtype
 
 TILE = 4096  # elements a program
@@ -40,7 +41,9 @@ def _tile(pid, n_lblocks, rows, dim, length, BLOCK_R: tl.constexpr, BLOCK_L: tl.
 
 @triton.jit
 def _bias_gelu_fwd_kernel(x_ptr, bias_ptr, y_ptr, rows, dim, length, n_lblocks, sx_b, sx_c, sy_b, sy_c,
-                          BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
+                          VEC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
+    """``length`` and the strides come divided by VEC (see :func:`mambaeye.ops._layout.strides_by_vector`)."""
+    length, sx_b, sx_c, sy_b, sy_c = length * VEC, sx_b * VEC, sx_c * VEC, sy_b * VEC, sy_c * VEC
     b, c, offs_l, mask = _tile(tl.program_id(0), n_lblocks, rows, dim, length, BLOCK_R, BLOCK_L)
     bias = tl.load(bias_ptr + c, mask=c < dim, other=0.0).to(DT)
     x = tl.load(x_ptr + (b * sx_b + c * sx_c)[:, None] + offs_l[None, :], mask=mask, other=0.0).to(DT)
@@ -51,7 +54,10 @@ def _bias_gelu_fwd_kernel(x_ptr, bias_ptr, y_ptr, rows, dim, length, n_lblocks, 
 @triton.jit
 def _bias_gelu_bwd_kernel(dy_ptr, x_ptr, bias_ptr, dx_ptr, dbias_part_ptr, rows, dim, length, n_lblocks,
                           sdy_b, sdy_c, sx_b, sx_c, sdx_b, sdx_c,
-                          BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
+                          VEC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, DT: tl.constexpr):
+    """``length`` and the strides come divided by VEC (see :func:`mambaeye.ops._layout.strides_by_vector`)."""
+    length, sdy_b, sdy_c, sx_b, sx_c = length * VEC, sdy_b * VEC, sdy_c * VEC, sx_b * VEC, sx_c * VEC
+    sdx_b, sdx_c = sdx_b * VEC, sdx_c * VEC
     pid = tl.program_id(0)
     b, c, offs_l, mask = _tile(pid, n_lblocks, rows, dim, length, BLOCK_R, BLOCK_L)
     bias = tl.load(bias_ptr + c, mask=c < dim, other=0.0).to(DT)
@@ -78,9 +84,10 @@ def bias_gelu_fwd(x: Tensor, bias: Tensor) -> Tensor:
     _, DT = compute_dtype(x)
     y = torch.empty_like(x)
     block_r, block_l, n_lblocks, programs = _config(batch * dim, length)
+    vec, _, (length_v, *strides) = strides_by_vector(length, x, y)
     _bias_gelu_fwd_kernel[(programs,)](
-        x, bias, y, batch * dim, dim, length, n_lblocks, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-        BLOCK_R=block_r, BLOCK_L=block_l, DT=DT, num_warps=4,
+        x, bias, y, batch * dim, dim, length_v, n_lblocks, *strides,
+        VEC=vec, BLOCK_R=block_r, BLOCK_L=block_l, DT=DT, num_warps=4,
     )
     return y
 
@@ -92,8 +99,9 @@ def bias_gelu_bwd(dy: Tensor, x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     block_r, block_l, n_lblocks, programs = _config(batch * dim, length)
     dx = torch.empty_like(x)
     part = torch.empty(dim, batch, n_lblocks, device=x.device, dtype=acc_dtype)
+    vec, _, (length_v, *strides) = strides_by_vector(length, dy, x, dx)
     _bias_gelu_bwd_kernel[(programs,)](
-        dy, x, bias, dx, part, batch * dim, dim, length, n_lblocks, dy.stride(0), dy.stride(1), x.stride(0),
-        x.stride(1), dx.stride(0), dx.stride(1), BLOCK_R=block_r, BLOCK_L=block_l, DT=DT, num_warps=4,
+        dy, x, bias, dx, part, batch * dim, dim, length_v, n_lblocks, *strides,
+        VEC=vec, BLOCK_R=block_r, BLOCK_L=block_l, DT=DT, num_warps=4,
     )
     return dx, part.sum((1, 2)).to(bias.dtype)

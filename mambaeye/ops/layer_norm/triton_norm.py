@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._layout import strides_by_vector
 from ..selective_scan.triton_scan import compute_dtype
 
 
@@ -45,7 +46,7 @@ def _ln_fwd_kernel(x_ptr, r_ptr, rb_ptr, s_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, r
     """y[b, :, l] = (s[b, :, l] - mean) * rstd * w + b with s = x, or (HAS_BRANCH) s = x + r (+ rb[c]) rounded to
     s's dtype and stored; mean, rstd (B, L) stored when STORE_STATS. EPS is a constexpr so that it stays exact in
     float64 (a runtime float argument is passed as float32). ``length`` and the strides come divided by VEC (see
-    :func:`_vec`)."""
+    :func:`mambaeye.ops._layout.strides_by_vector`)."""
     length, sx_b, sx_c, sr_b, sr_c = length * VEC, sx_b * VEC, sx_c * VEC, sr_b * VEC, sr_c * VEC
     ss_b, ss_c, sy_b, sy_c = ss_b * VEC, ss_c * VEC, sy_b * VEC, sy_c * VEC
     pid = tl.program_id(0)
@@ -82,7 +83,8 @@ def _ln_bwd_kernel(x_ptr, w_ptr, dy_ptr, ds_ptr, mean_ptr, rstd_ptr, dx_ptr, dr_
     from elsewhere: the residual stream's, when HAS_DS) with g = w * dy; x here is the tensor that was normalised
     (the sum s of an add + norm). STORE_DR also writes dx in dr's dtype (the branch's gradient). Row ``pid`` of the
     (n_programs, C) partial buffers gets this tile's sums over L of dy * xhat (dweight), dy (dbias) and, when
-    STORE_DRB, dx (the branch bias' gradient). ``length`` and the strides come divided by VEC (see :func:`_vec`)."""
+    STORE_DRB, dx (the branch bias' gradient). ``length`` and the strides come divided by VEC
+    (:func:`mambaeye.ops._layout.strides_by_vector`)."""
     length, sx_b, sx_c, sdy_b, sdy_c = length * VEC, sx_b * VEC, sx_c * VEC, sdy_b * VEC, sdy_c * VEC
     sds_b, sds_c, sdx_b, sdx_c = sds_b * VEC, sds_c * VEC, sdx_b * VEC, sdx_c * VEC
     sdr_b, sdr_c = sdr_b * VEC, sdr_c * VEC
@@ -124,20 +126,6 @@ def _config(dim: int, length: int) -> tuple[int, int, int, int]:
     return block_c, block_l, triton.cdiv(length, block_l), num_warps
 
 
-def _vec(length: int, *tensors: Tensor) -> tuple[int, bool, list[int]]:
-    """(VEC, IDX64, [length and each tensor's batch and channel strides] // VEC) for the kernels.
-
-    VEC = the largest of 16, 8, 4 (else 1) that divides L and every batch/channel stride: the kernels multiply them
-    back by the constexpr VEC, so the compiler knows groups of VEC positions are aligned and loads them with vector
-    instructions (Triton's own hint is divisibility by 16 only: 14x14 grids, L 196, were loaded element by element).
-    IDX64: some element's offset passes 2**31 - 1, so offsets are computed in int64 (else int32: half the address
-    arithmetic)."""
-    strides = [v for t in tensors for v in t.stride()[:2]]
-    vec = next((v for v in (16, 8, 4) if length % v == 0 and all(st % v == 0 for st in strides)), 1)
-    idx64 = max(sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(), strict=True)) for t in tensors) >= 2**31 - 1
-    return vec, idx64, [length // vec, *(v // vec for v in strides)]
-
-
 def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, save_stats: bool,
                    out_dtype: torch.dtype | None = None, branch: Tensor | None = None,
                    branch_bias: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
@@ -159,7 +147,7 @@ def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: f
     block_c, block_l, n_lblocks, num_warps = _config(dim, length)
     stats = (mean, rstd) if save_stats else (y, y)  # placeholders never written: no pointer into empty tensors
     r, sb = (branch, s) if s is not None else (x, y)  # placeholders never read or written without a branch
-    vec, idx64, (length_v, *strides) = _vec(length, x, r, sb, y)
+    vec, idx64, (length_v, *strides) = strides_by_vector(length, x, r, sb, y)
     _ln_fwd_kernel[(batch * n_lblocks,)](
         x, r, branch_bias if branch_bias is not None else x, sb, weight if weight is not None else x,
         bias if bias is not None else x, y, *stats, dim, length_v, n_lblocks, *strides,
@@ -196,7 +184,7 @@ def layer_norm_bwd(dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | 
     slabs = iter(part)
     dw_part, db_part, drb_part = (next(slabs) if g else None for g in given)
     ds_, dr_ = ds if ds is not None else dy, dr if dr is not None else dx  # placeholders when absent
-    vec, idx64, (length_v, *strides) = _vec(length, x, dy, ds_, dx, dr_)
+    vec, idx64, (length_v, *strides) = strides_by_vector(length, x, dy, ds_, dx, dr_)
     _ln_bwd_kernel[(n_programs,)](
         x, weight if weight is not None else x, dy, ds_, mean, rstd, dx, dr_,
         dw_part if dw_part is not None else dx, db_part if db_part is not None else dx,
