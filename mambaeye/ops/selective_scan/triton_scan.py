@@ -137,6 +137,45 @@ def _seq_index(offs_l, length, direction, PAIRED: tl.constexpr, REVERSE: tl.cons
 
 
 @triton.jit
+def _tile_pos(tile, lo, hi, length, offs_t, REVERSE: tl.constexpr, FLIP_TILES: tl.constexpr,
+              BLOCK_L: tl.constexpr):
+    """Memory positions of scan tile ``tile`` (steps tile * BLOCK_L + offs_t), and the mask of those whose step
+    lies in [lo, hi). Walking backwards (REVERSE) step l is at position L - 1 - l: in step order those positions
+    descend and are loaded element by element; with FLIP_TILES they come in memory order instead - the ascending
+    run L - (tile + 1) * BLOCK_L + offs_t, 16-byte vector loads where L and the strides allow - and
+    :func:`_steps` flips what is loaded into step order in registers (and back before a store)."""
+    if REVERSE and FLIP_TILES:
+        pos = length - (tile + 1) * BLOCK_L + offs_t
+        mask = (pos >= length - hi) & (pos < length - lo)
+    else:
+        steps = tile * BLOCK_L + offs_t
+        pos = _seq_index(steps, length, 0, False, REVERSE)
+        mask = (steps >= lo) & (steps < hi)
+    return pos, mask
+
+
+@triton.jit
+def _next_pos(pos, length, REVERSE: tl.constexpr):
+    """(positions of the steps after those at pos, which of them exist)."""
+    if REVERSE:
+        nxt = pos - 1
+        ok = pos >= 1
+    else:
+        nxt = pos + 1
+        ok = nxt < length
+    return nxt, ok
+
+
+@triton.jit
+def _steps(x, FLIP_TILES: tl.constexpr):
+    """A (BLOCK_L, ...) tile read by :func:`_tile_pos` in step order: flipped along L with FLIP_TILES (its own
+    inverse, so it also puts a tile in step order back in memory order for a store)."""
+    if FLIP_TILES:
+        x = tl.flip(x, 0)
+    return x
+
+
+@triton.jit
 def _scan_segment_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hend_ptr, dtsum_ptr,
     dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g, stride_B_n, u_dim, u_share,
@@ -383,12 +422,15 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    PAIRED: tl.constexpr, REVERSE: tl.constexpr, SPLIT: tl.constexpr,
+    PAIRED: tl.constexpr, REVERSE: tl.constexpr, FLIP_TILES: tl.constexpr, SPLIT: tl.constexpr,
 ):
     # SPLIT (n_seg > 1): the sequence is split across programs (axis 2): segment s enters (from the right) with
     # the carry chained from the summaries of segments s+1 .. n_seg-1 that _scan_bwd_segment_kernel wrote, and
     # writes its per-channel gradients into its own slice (seg * batch + b) of dA, dD, ... (summed on the host).
     # A constexpr so that the unsplit kernel carries none of it (H100: 17% slower bwd at long_1d with it).
+    # REVERSE: every channel of this launch walks L backwards (reverse, or the odd groups of a paired scan; a
+    # constexpr, so FLIP_TILES can read its tiles in memory order: _tile_pos). PAIRED: the launch covers every
+    # other group of B/C, the even ones (REVERSE False) or the odd ones (REVERSE True).
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     if SPLIT:
@@ -401,6 +443,8 @@ def _scan_bwd_kernel(
         end_tile = n_tiles
         sb = b
     d0 = pid_d * BLOCK_D
+    if PAIRED:
+        d0 = (d0 // u_dim) * 2 * u_dim + REVERSE * u_dim + d0 % u_dim
     offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_t = tl.arange(0, BLOCK_L)
@@ -447,52 +491,45 @@ def _scan_bwd_kernel(
     row_ddt = b * stride_ddelta_b + offs_d * stride_ddelta_d
     row_dz = b * stride_dz_b + offs_d * stride_dz_d
     # the segment's tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is
-    # processed
+    # processed. The (BLOCK_L, BLOCK_D) tiles are loaded in memory order and flipped into step order where they are
+    # used; per-step B and C (one element a lane: no vector loads) are read in step order.
+    first_step = first_tile * BLOCK_L
+    pos_ld, mask_ld = _tile_pos(end_tile - 1, first_step, length, length, offs_t, REVERSE, FLIP_TILES, BLOCK_L)
+    mask_ld = mask_ld & PREFETCH
+    pos_nx, has_nx = _next_pos(pos_ld, length, REVERSE)
+    u_in = tl.load(u_ptr + row_u[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
+    dt_in = tl.load(delta_ptr + row_dt[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
+    dtn_in = tl.load(delta_ptr + row_dt[None, :] + pos_nx[:, None], mask=(mask_ld & has_nx)[:, None], other=0.0)
+    dout_in = tl.load(dout_ptr + row_do[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
+    z_in = tl.load(z_ptr + row_z[None, :] + pos_ld[:, None], mask=mask_ld[:, None] & HAS_Z, other=0.0)
     last = (end_tile - 1) * BLOCK_L + offs_t
-    lmask = (last[:, None] < length) & PREFETCH
-    lpos1 = _seq_index(last, length, direction, PAIRED, REVERSE)
-    lpos = lpos1[:, None]
-    lpos_next = _seq_index(last + 1, length, direction, PAIRED, REVERSE)[:, None]
-    u_in = tl.load(u_ptr + row_u[None, :] + lpos, mask=lmask, other=0.0)
-    dt_in = tl.load(delta_ptr + row_dt[None, :] + lpos, mask=lmask, other=0.0)
-    dtn_in = tl.load(delta_ptr + row_dt[None, :] + lpos_next, mask=lmask & (last[:, None] + 1 < length), other=0.0)
-    dout_in = tl.load(dout_ptr + row_do[None, :] + lpos, mask=lmask, other=0.0)
-    z_in = tl.load(z_ptr + row_z[None, :] + lpos, mask=lmask & HAS_Z, other=0.0)
-    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, last, lpos1, dstate, length, B_FIXED,
-                  DT)
-    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, last, lpos1, dstate, length, C_FIXED,
-                  DT)
+    last_pos = _seq_index(last, length, 0, False, REVERSE)
+    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, last, last_pos, dstate, length, B_FIXED, DT)
+    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, last, last_pos, dstate, length, C_FIXED, DT)
     for i in range(first_tile, end_tile):
         tile = first_tile + end_tile - 1 - i
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
-        pos2 = pos[:, None]  # (BL, 1)
+        pos, mask = _tile_pos(tile, 0, length, length, offs_t, REVERSE, FLIP_TILES, BLOCK_L)  # this tile
+        pos_ld, mask_ld = _tile_pos(tile - PREFETCH, first_step, length, length, offs_t, REVERSE, FLIP_TILES, BLOCK_L)
+        pos_nx, has_nx = _next_pos(pos_ld, length, REVERSE)
+        u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
+        dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
+        dtn_ld = tl.load(delta_ptr + row_dt[None, :] + pos_nx[:, None], mask=(mask_ld & has_nx)[:, None], other=0.0)
+        dout_ld = tl.load(dout_ptr + row_do[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
+        z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld[:, None], mask=mask_ld[:, None] & HAS_Z, other=0.0)
         offs_ld = offs_l - BLOCK_L * PREFETCH
-        mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= first_tile * BLOCK_L)
-        pos_ld1 = _seq_index(offs_ld, length, direction, PAIRED, REVERSE)
-        pos_ld = pos_ld1[:, None]
-        pos_ld_next = _seq_index(offs_ld + 1, length, direction, PAIRED, REVERSE)[:, None]
-        u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld, mask=mask_ld, other=0.0)
-        dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld, mask=mask_ld, other=0.0)
-        dtn_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld_next, mask=mask_ld & (offs_ld[:, None] + 1 < length),
-                         other=0.0)
-        dout_ld = tl.load(dout_ptr + row_do[None, :] + pos_ld, mask=mask_ld, other=0.0)
-        z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
-        offs_bc = offs_ld
-        if SPLIT:
-            offs_bc = tl.where(offs_ld >= first_tile * BLOCK_L, offs_ld, -1)  # before the segment: masked out
-        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
-                         B_FIXED, DT)
-        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
-                         C_FIXED, DT)
+        offs_bc = tl.where(offs_ld >= first_step, offs_ld, -1)  # before the segment: masked out
+        pos_bc = _seq_index(offs_bc, length, 0, False, REVERSE)
+        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_bc, pos_bc, dstate, length, B_FIXED, DT)
+        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_bc, dstate, length, C_FIXED, DT)
         if not PREFETCH:
             u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
         next_mask = offs_l[:, None] + 1 < length
-        u = u_in.to(DT)
-        dt_raw = dt_in.to(DT)
-        dt_next = dtn_in.to(DT)
+        u = _steps(u_in.to(DT), FLIP_TILES)
+        dt_raw = _steps(dt_in.to(DT), FLIP_TILES)
+        dt_next = _steps(dtn_in.to(DT), FLIP_TILES)
         if HAS_BIAS:
             dt_raw += bias[None, :]
             dt_next += bias[None, :]
@@ -502,7 +539,7 @@ def _scan_bwd_kernel(
         else:
             dt = dt_raw
         dt = tl.where(l_mask, dt, 0.0)
-        dout = dout_in.to(DT)
+        dout = _steps(dout_in.to(DT), FLIP_TILES)
         h0 = tl.load(states_ptr + ((b * dim + offs_d[None, :]) * n_tiles + tile) * dstate + offs_n[:, None],
                      mask=n_mask, other=0.0).to(DT)
 
@@ -514,13 +551,14 @@ def _scan_bwd_kernel(
         _, h = tl.associative_scan((decay, x_in), 0, _combine)
 
         if HAS_Z:
-            zt = z_in.to(DT)
+            zt = _steps(z_in.to(DT), FLIP_TILES)
             sig = tl.sigmoid(zt)
             y = tl.sum(h * Ct, 1)
             if HAS_D:
                 y += Dv[None, :] * u
             dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-            tl.store(dz_ptr + row_dz[None, :] + pos2, dz.to(dz_ptr.dtype.element_ty), mask=l_mask)
+            tl.store(dz_ptr + row_dz[None, :] + pos[:, None], _steps(dz, FLIP_TILES).to(dz_ptr.dtype.element_ty),
+                     mask=mask[:, None])
             dy = dout * zt * sig
         else:
             dy = dout
@@ -542,22 +580,25 @@ def _scan_bwd_kernel(
         ddt = tl.where(l_mask, ddt, 0.0)
         if HAS_BIAS:
             dbias_acc += tl.sum(ddt, 0)
-        tl.store(du_ptr + row_du[None, :] + pos2, du.to(du_ptr.dtype.element_ty), mask=l_mask)
-        tl.store(ddelta_ptr + row_ddt[None, :] + pos2, ddt.to(ddelta_ptr.dtype.element_ty), mask=l_mask)
+        tl.store(du_ptr + row_du[None, :] + pos[:, None], _steps(du, FLIP_TILES).to(du_ptr.dtype.element_ty),
+                 mask=mask[:, None])
+        tl.store(ddelta_ptr + row_ddt[None, :] + pos[:, None], _steps(ddt, FLIP_TILES).to(ddelta_ptr.dtype.element_ty),
+                 mask=mask[:, None])
 
         # dB_t = sum_d g_t dt_t u_t ; dC_t = sum_d h_t dy_t
         gx = g * dtu[:, None, :]
         hdy = h * dy[:, None, :]
         bc_mask = (offs_n[None, :] < dstate) & l_mask
+        pos_s = _seq_index(offs_l, length, 0, False, REVERSE)[:, None]  # step order
         if B_FIXED:
             dB_acc += tl.sum(gx, 0)
         else:
-            bc_ptrs = b * stride_dB_b + gB * stride_dB_g + offs_n[None, :] * stride_dB_n + pos[:, None]
+            bc_ptrs = b * stride_dB_b + gB * stride_dB_g + offs_n[None, :] * stride_dB_n + pos_s
             tl.atomic_add(dB_ptr + bc_ptrs, tl.sum(gx, 2), mask=bc_mask, sem="relaxed")
         if C_FIXED:
             dC_acc += tl.sum(hdy, 0)
         else:
-            bc_ptrs = b * stride_dC_b + gC * stride_dC_g + offs_n[None, :] * stride_dC_n + pos[:, None]
+            bc_ptrs = b * stride_dC_b + gC * stride_dC_g + offs_n[None, :] * stride_dC_n + pos_s
             tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 2), mask=bc_mask, sem="relaxed")
 
         if PREFETCH:
@@ -589,6 +630,14 @@ def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int, int]:
 def _bd_strides(t: Tensor | None) -> tuple[int, int]:
     """(batch, channel) strides of a (B, D, L) tensor whose rows are contiguous along L; (0, 0) for None."""
     return (t.stride(0), t.stride(1)) if t is not None else (0, 0)
+
+
+def _vector_aligned(length: int, *tensors: Tensor | None) -> bool:
+    """Whether L and every (batch, channel) stride are multiples of 16: Triton then knows that a tile of 8 steps
+    starting at a multiple of 8 is 16-byte aligned (its launches mark integers divisible by 16), so a backward
+    walking tile read in memory order is vector-loaded. Elsewhere flipping it in registers only costs shuffles
+    (H100, VMamba-T's 14x14 stage: paired backward 515 -> 607 us with flipped scalar loads)."""
+    return length % 16 == 0 and all(st % 16 == 0 for t in tensors for st in _bd_strides(t))
 
 
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
@@ -727,27 +776,32 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     placeholder = du
     flags = dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                  C_FIXED=C.dim() == 2, DT=DT, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l,
-                 PAIRED=bool(paired), REVERSE=bool(reverse))
+                 PAIRED=bool(paired))
     if n_seg > 1:  # the first segment's summary is never read
         _scan_bwd_segment_kernel[(dim // block_d, batch, n_seg - 1)](
             dout, delta, A, C, z if z is not None else placeholder,
             delta_bias if delta_bias is not None else placeholder, cz, dtsum,
             dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_C, *C_strides, u_dim,
-            *_bd_strides(dout), *_bd_strides(delta), *_bd_strides(z), **flags, num_warps=num_warps,
+            *_bd_strides(dout), *_bd_strides(delta), *_bd_strides(z), **flags, REVERSE=bool(reverse),
+            num_warps=num_warps,
         )
-    grid = (dim // block_d, batch, n_seg)
-    _scan_bwd_kernel[grid](
-        dout, dlast_state.contiguous() if dlast_state is not None else placeholder, u, delta, A, B, C,
-        D if D is not None else placeholder, z if z is not None else placeholder,
-        delta_bias if delta_bias is not None else placeholder, chunk_states,
-        du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
-        dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
-        dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim, u_share,
-        *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
-        *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
-        HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
-        SPLIT=n_seg > 1, **flags, num_warps=num_warps,
-    )
+    # one launch per direction (paired: the even groups forward, the odd ones backward), so that the backward
+    # walking ones can read their tiles in memory order where that gives vector loads (_tile_pos)
+    directions = (False, True) if paired else (bool(reverse),)
+    flip_tiles = _vector_aligned(length, dout, u, delta, z, du, ddelta, dz)
+    for backwards in directions:
+        _scan_bwd_kernel[(dim // len(directions) // block_d, batch, n_seg)](
+            dout, dlast_state.contiguous() if dlast_state is not None else placeholder, u, delta, A, B, C,
+            D if D is not None else placeholder, z if z is not None else placeholder,
+            delta_bias if delta_bias is not None else placeholder, chunk_states,
+            du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
+            dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
+            dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim,
+            u_share, *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
+            *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
+            HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
+            SPLIT=n_seg > 1, REVERSE=backwards, FLIP_TILES=backwards and flip_tiles, **flags, num_warps=num_warps,
+        )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
     dC = dC.sum(0).to(C.dtype) if C.dim() == 2 else dC.to(C.dtype)
