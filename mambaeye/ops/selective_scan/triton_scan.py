@@ -137,39 +137,20 @@ def _seq_index(offs_l, length, direction, PAIRED: tl.constexpr, REVERSE: tl.cons
 
 
 @triton.jit
-def _tile_pos(tile, lo, hi, length, offs_t, REVERSE: tl.constexpr, FLIP_TILES: tl.constexpr,
-              BLOCK_L: tl.constexpr):
-    """Memory positions of scan tile ``tile`` (steps tile * BLOCK_L + offs_t), and the mask of those whose step
-    lies in [lo, hi). Walking backwards (REVERSE) step l is at position L - 1 - l: in step order those positions
-    descend and are loaded element by element; with FLIP_TILES they come in memory order instead - the ascending
-    run L - (tile + 1) * BLOCK_L + offs_t, 16-byte vector loads where L and the strides allow - and
-    :func:`_steps` flips what is loaded into step order in registers (and back before a store)."""
-    if REVERSE and FLIP_TILES:
-        pos = length - (tile + 1) * BLOCK_L + offs_t
-        mask = (pos >= length - hi) & (pos < length - lo)
-    else:
-        steps = tile * BLOCK_L + offs_t
-        pos = _seq_index(steps, length, 0, False, REVERSE)
-        mask = (steps >= lo) & (steps < hi)
-    return pos, mask
-
-
-@triton.jit
-def _next_pos(pos, length, REVERSE: tl.constexpr):
-    """(positions of the steps after those at pos, which of them exist)."""
-    if REVERSE:
-        nxt = pos - 1
-        ok = pos >= 1
-    else:
-        nxt = pos + 1
-        ok = nxt < length
-    return nxt, ok
+def _flipped_tile(tile, lo, length, offs_t, BLOCK_L: tl.constexpr):
+    """A backward walking scan's tile in memory order (FLIP_TILES): step l is at position L - 1 - l, so the steps
+    tile * BLOCK_L + offs_t lie at the ascending run L - (tile + 1) * BLOCK_L + offs_t, flipped. Loaded that way the
+    compiler sees contiguous, 16-byte aligned addresses (vector loads, where :func:`_seq_index`'s descending
+    positions are loaded element by element); :func:`_steps` flips the tile into step order in registers.
+    Returns (positions, mask of those whose step lies in [lo, L)), both (BLOCK_L,)."""
+    pos = length - (tile + 1) * BLOCK_L + offs_t
+    return pos, (pos >= 0) & (pos < length - lo)
 
 
 @triton.jit
 def _steps(x, FLIP_TILES: tl.constexpr):
-    """A (BLOCK_L, ...) tile read by :func:`_tile_pos` in step order: flipped along L with FLIP_TILES (its own
-    inverse, so it also puts a tile in step order back in memory order for a store)."""
+    """A tile read by :func:`_flipped_tile` in step order (a flip along L; its own inverse, so it also turns a tile
+    back into memory order for a store). The identity without FLIP_TILES."""
     if FLIP_TILES:
         x = tl.flip(x, 0)
     return x
@@ -411,147 +392,6 @@ def _scan_bwd_segment_kernel(
 
 
 @triton.jit
-def _bwd_tiles(
-    u_rows, dt_rows, do_rows, z_rows, du_rows, ddt_rows, dz_rows, state_ptrs, B_blk, C_blk, dB_blk, dC_blk,
-    stride_B_n, stride_C_n, stride_dB_n, stride_dC_n, offs_d, offs_n, offs_t, A, Dv, bias, carry, length, dstate,
-    first_tile, end_tile,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, DT: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    SPLIT: tl.constexpr, REVERSE: tl.constexpr, FLIP_TILES: tl.constexpr,
-):
-    """The backward over tiles first_tile .. end_tile - 1 of one program's channels, last tile first: recomputes
-    each tile's forward from its saved entering state, solves the adjoint and writes du, ddelta, dz and the
-    per-step dB/dC; returns the per-channel sums (dA, dB, dC of fixed B/C, dD, ddelta_bias). ``*_rows`` (BD,):
-    each channel's row of a (B, D, L) tensor; carry: the adjoint entering the last tile from the right."""
-    A2 = A * 1.4426950408889634
-    n_mask = offs_n[:, None] < dstate
-    dA_acc = tl.zeros(A.shape, dtype=DT)
-    dB_acc = tl.zeros(A.shape, dtype=DT)
-    dC_acc = tl.zeros(A.shape, dtype=DT)
-    dD_acc = tl.zeros(Dv.shape, dtype=DT)
-    dbias_acc = tl.zeros(Dv.shape, dtype=DT)
-    # with PREFETCH the previous tile's inputs are loaded while this one is processed. With FLIP_TILES the
-    # (BLOCK_L, BLOCK_D) tiles are loaded in memory order and flipped into step order where they are used; per-step
-    # B and C (one element a lane: no vector loads) are read in step order.
-    first_step = first_tile * BLOCK_L
-    pos_ld, mask_ld = _tile_pos(end_tile - 1, first_step, length, length, offs_t, REVERSE, FLIP_TILES, BLOCK_L)
-    mask_ld = mask_ld & PREFETCH
-    pos_nx, has_nx = _next_pos(pos_ld, length, REVERSE)
-    u_in = tl.load(u_rows[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
-    dt_in = tl.load(dt_rows[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
-    dtn_in = tl.load(dt_rows[None, :] + pos_nx[:, None], mask=(mask_ld & has_nx)[:, None], other=0.0)
-    dout_in = tl.load(do_rows[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
-    z_in = tl.load(z_rows[None, :] + pos_ld[:, None], mask=mask_ld[:, None] & HAS_Z, other=0.0)
-    last = (end_tile - 1) * BLOCK_L + offs_t
-    last_pos = _seq_index(last, length, 0, False, REVERSE)
-    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, last, last_pos, dstate, length, B_FIXED, DT)
-    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, last, last_pos, dstate, length, C_FIXED, DT)
-    for i in range(first_tile, end_tile):
-        tile = first_tile + end_tile - 1 - i
-        offs_l = tile * BLOCK_L + offs_t
-        l_mask = offs_l[:, None] < length
-        pos = _seq_index(offs_l, length, 0, False, REVERSE)  # step order: B, C, dB, dC
-        if FLIP_TILES:
-            pos_mem, mask_mem = _tile_pos(tile, 0, length, length, offs_t, REVERSE, FLIP_TILES, BLOCK_L)
-            mask_mem = mask_mem[:, None]
-        else:
-            pos_mem, mask_mem = pos, l_mask
-        pos_ld, mask_ld = _tile_pos(tile - PREFETCH, first_step, length, length, offs_t, REVERSE, FLIP_TILES,
-                                    BLOCK_L)
-        pos_nx, has_nx = _next_pos(pos_ld, length, REVERSE)
-        u_ld = tl.load(u_rows[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
-        dt_ld = tl.load(dt_rows[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
-        dtn_ld = tl.load(dt_rows[None, :] + pos_nx[:, None], mask=(mask_ld & has_nx)[:, None], other=0.0)
-        dout_ld = tl.load(do_rows[None, :] + pos_ld[:, None], mask=mask_ld[:, None], other=0.0)
-        z_ld = tl.load(z_rows[None, :] + pos_ld[:, None], mask=mask_ld[:, None] & HAS_Z, other=0.0)
-        offs_bc = offs_l - BLOCK_L * PREFETCH
-        if SPLIT:
-            offs_bc = tl.where(offs_bc >= first_step, offs_bc, -1)  # before the segment: masked out
-        pos_bc = _seq_index(offs_bc, length, 0, False, REVERSE)
-        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_bc, pos_bc, dstate, length, B_FIXED, DT)
-        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_bc, dstate, length, C_FIXED, DT)
-        if not PREFETCH:
-            u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
-
-        next_mask = offs_l[:, None] + 1 < length
-        u = _steps(u_in.to(DT), FLIP_TILES)
-        dt_raw = _steps(dt_in.to(DT), FLIP_TILES)
-        dt_next = _steps(dtn_in.to(DT), FLIP_TILES)
-        if HAS_BIAS:
-            dt_raw += bias[None, :]
-            dt_next += bias[None, :]
-        if SOFTPLUS:
-            dt = _softplus(dt_raw)
-            dt_next = _softplus(dt_next)
-        else:
-            dt = dt_raw
-        dt = tl.where(l_mask, dt, 0.0)
-        dout = _steps(dout_in.to(DT), FLIP_TILES)
-        h0 = tl.load(state_ptrs + tile * dstate, mask=n_mask, other=0.0).to(DT)
-
-        # recompute the forward of this tile
-        decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # a_t, (BL, BN, BD)
-        dtu = dt * u
-        x = dtu[:, None, :] * Bt
-        x_in = tl.where(offs_t[:, None, None] == 0, x + decay * h0[None, :, :], x)
-        _, h = tl.associative_scan((decay, x_in), 0, _combine)
-
-        if HAS_Z:
-            zt = _steps(z_in.to(DT), FLIP_TILES)
-            sig = tl.sigmoid(zt)
-            y = tl.sum(h * Ct, 1)
-            if HAS_D:
-                y += Dv[None, :] * u
-            dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-            tl.store(dz_rows[None, :] + pos_mem[:, None], _steps(dz, FLIP_TILES).to(dz_rows.dtype.element_ty),
-                     mask=mask_mem)
-            dy = dout * zt * sig
-        else:
-            dy = dout
-
-        # adjoint: g_t = C_t dy_t + a_{t+1} g_{t+1}
-        decay_next = tl.where(next_mask[:, None, :], tl.exp2(dt_next[:, None, :] * A2[None, :, :]), 1.0)
-        g, carry = _adjoint_tile(decay, decay_next, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
-
-        gB_sum = tl.sum(g * Bt, 1)  # (BL, BD): sum_n g B
-        g_ah = g * (h - x)  # g_t a_t h_{t-1}
-        ddt = u * gB_sum + tl.sum(g_ah * A[None, :, :], 1)
-        du = dt * gB_sum
-        if HAS_D:
-            du += Dv[None, :] * dy
-            dD_acc += tl.sum(dy * u, 0)
-        dA_acc += tl.sum(g_ah * dt[:, None, :], 0)
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(dt_raw)
-        ddt = tl.where(l_mask, ddt, 0.0)
-        if HAS_BIAS:
-            dbias_acc += tl.sum(ddt, 0)
-        tl.store(du_rows[None, :] + pos_mem[:, None], _steps(du, FLIP_TILES).to(du_rows.dtype.element_ty),
-                 mask=mask_mem)
-        tl.store(ddt_rows[None, :] + pos_mem[:, None], _steps(ddt, FLIP_TILES).to(ddt_rows.dtype.element_ty),
-                 mask=mask_mem)
-
-        # dB_t = sum_d g_t dt_t u_t ; dC_t = sum_d h_t dy_t
-        gx = g * dtu[:, None, :]
-        hdy = h * dy[:, None, :]
-        bc_mask = (offs_n[None, :] < dstate) & l_mask
-        if B_FIXED:
-            dB_acc += tl.sum(gx, 0)
-        else:
-            tl.atomic_add(dB_blk + offs_n[None, :] * stride_dB_n + pos[:, None], tl.sum(gx, 2), mask=bc_mask,
-                          sem="relaxed")
-        if C_FIXED:
-            dC_acc += tl.sum(hdy, 0)
-        else:
-            tl.atomic_add(dC_blk + offs_n[None, :] * stride_dC_n + pos[:, None], tl.sum(hdy, 2), mask=bc_mask,
-                          sem="relaxed")
-
-        if PREFETCH:
-            u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
-    return dA_acc, dB_acc, dC_acc, dD_acc, dbias_acc
-
-
-@triton.jit
 def _scan_bwd_kernel(
     dout_ptr, dlast_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, cz_ptr, dtsum_ptr,
@@ -563,14 +403,16 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    PAIRED: tl.constexpr, REVERSE: tl.constexpr, FLIP_TILES: tl.constexpr, SPLIT: tl.constexpr,
+    PAIRED: tl.constexpr, REVERSE: tl.constexpr, SPLIT: tl.constexpr, PAIR_HALF: tl.constexpr,
+    FLIP_TILES: tl.constexpr,
 ):
     # SPLIT (n_seg > 1): the sequence is split across programs (axis 2): segment s enters (from the right) with
     # the carry chained from the summaries of segments s+1 .. n_seg-1 that _scan_bwd_segment_kernel wrote, and
     # writes its per-channel gradients into its own slice (seg * batch + b) of dA, dD, ... (summed on the host).
     # A constexpr so that the unsplit kernel carries none of it (H100: 17% slower bwd at long_1d with it).
-    # FLIP_TILES: the channels walking L backwards (REVERSE, or a paired scan's odd groups) read their tiles in
-    # memory order and flip them in registers (_tile_pos); the tile loop is _bwd_tiles.
+    # PAIR_HALF: one half of a paired scan, every other group of B/C - the even ones (forward) or, with REVERSE, the
+    # odd ones - so that the direction is a constexpr. FLIP_TILES (with REVERSE): the (BLOCK_L, BLOCK_D) tiles are
+    # read and written in memory order and flipped in registers (_flipped_tile).
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     if SPLIT:
@@ -583,6 +425,8 @@ def _scan_bwd_kernel(
         end_tile = n_tiles
         sb = b
     d0 = pid_d * BLOCK_D
+    if PAIR_HALF:
+        d0 = (d0 // u_dim) * 2 * u_dim + REVERSE * u_dim + d0 % u_dim
     offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_t = tl.arange(0, BLOCK_L)
@@ -613,44 +457,158 @@ def _scan_bwd_kernel(
             cz = tl.load(cz_ptr + ((b * dim + offs_d[None, :]) * n_seg + nxt) * dstate + offs_n[:, None],
                          mask=n_mask, other=0.0).to(DT)
             carry = tl.exp2(A2 * dt_sum[None, :]) * carry + cz
+    dA_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    dB_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    dC_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
+    dD_acc = tl.zeros((BLOCK_D,), dtype=DT)
+    dbias_acc = tl.zeros((BLOCK_D,), dtype=DT)
 
     # du is written per channel of dim (paired: per group, each pair summed by the caller)
     direction = d0 // u_dim
-    u_rows = u_ptr + b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # shared by a pair
-    dt_rows = delta_ptr + b * stride_delta_b + offs_d * stride_delta_d
-    do_rows = dout_ptr + b * stride_dout_b + offs_d * stride_dout_d
-    z_rows = z_ptr + b * stride_z_b + offs_d * stride_z_d
-    du_rows = du_ptr + b * stride_du_b + offs_d * stride_du_d
-    ddt_rows = ddelta_ptr + b * stride_ddelta_b + offs_d * stride_ddelta_d
-    dz_rows = dz_ptr + b * stride_dz_b + offs_d * stride_dz_d
-    state_ptrs = states_ptr + (b * dim + offs_d[None, :]) * n_tiles * dstate + offs_n[:, None]  # + tile * dstate
-    dB_blk = dB_ptr + b * stride_dB_b + gB * stride_dB_g
-    dC_blk = dC_ptr + b * stride_dC_b + gC * stride_dC_g
-    if not HAS_D:
-        Dv = tl.zeros((BLOCK_D,), dtype=DT)
-    if not HAS_BIAS:
-        bias = tl.zeros((BLOCK_D,), dtype=DT)
-    # paired: the direction a constexpr in each branch (uniform in a program, so no divergence), so that the
-    # backward walking programs can read their tiles in memory order (FLIP_TILES)
-    if PAIRED:
-        if direction % 2 == 1:
-            dA_acc, dB_acc, dC_acc, dD_acc, dbias_acc = _bwd_tiles(
-                u_rows, dt_rows, do_rows, z_rows, du_rows, ddt_rows, dz_rows, state_ptrs, B_blk, C_blk, dB_blk, dC_blk,
-                stride_B_n, stride_C_n, stride_dB_n, stride_dC_n, offs_d, offs_n, offs_t, A, Dv, bias, carry, length,
-                dstate, first_tile, end_tile, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, B_FIXED, C_FIXED, DT, BLOCK_L, PREFETCH,
-                SPLIT, True, FLIP_TILES)
-        else:
-            dA_acc, dB_acc, dC_acc, dD_acc, dbias_acc = _bwd_tiles(
-                u_rows, dt_rows, do_rows, z_rows, du_rows, ddt_rows, dz_rows, state_ptrs, B_blk, C_blk, dB_blk, dC_blk,
-                stride_B_n, stride_C_n, stride_dB_n, stride_dC_n, offs_d, offs_n, offs_t, A, Dv, bias, carry, length,
-                dstate, first_tile, end_tile, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, B_FIXED, C_FIXED, DT, BLOCK_L, PREFETCH,
-                SPLIT, False, False)
+    row_do = b * stride_dout_b + offs_d * stride_dout_d
+    row_dt = b * stride_delta_b + offs_d * stride_delta_d
+    row_z = b * stride_z_b + offs_d * stride_z_d
+    row_u = b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # u shared by a pair
+    row_du = b * stride_du_b + offs_d * stride_du_d
+    row_ddt = b * stride_ddelta_b + offs_d * stride_ddelta_d
+    row_dz = b * stride_dz_b + offs_d * stride_dz_d
+    # the segment's tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is
+    # processed
+    last = (end_tile - 1) * BLOCK_L + offs_t
+    lmask = (last[:, None] < length) & PREFETCH
+    lpos1 = _seq_index(last, length, direction, PAIRED, REVERSE)
+    lpos = lpos1[:, None]
+    lpos_next = _seq_index(last + 1, length, direction, PAIRED, REVERSE)[:, None]
+    if FLIP_TILES:  # memory order; the position of a step's successor is one lower
+        fpos, fmask = _flipped_tile(end_tile - 1, 0, length, offs_t, BLOCK_L)
+        lpos, lpos_next = fpos[:, None], fpos[:, None] - 1
+        lmask = fmask[:, None] & PREFETCH
+        lmask_next = lmask & (lpos >= 1)
     else:
-        dA_acc, dB_acc, dC_acc, dD_acc, dbias_acc = _bwd_tiles(
-            u_rows, dt_rows, do_rows, z_rows, du_rows, ddt_rows, dz_rows, state_ptrs, B_blk, C_blk, dB_blk, dC_blk,
-            stride_B_n, stride_C_n, stride_dB_n, stride_dC_n, offs_d, offs_n, offs_t, A, Dv, bias, carry, length,
-            dstate, first_tile, end_tile, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, B_FIXED, C_FIXED, DT, BLOCK_L, PREFETCH,
-            SPLIT, REVERSE, FLIP_TILES)
+        lmask_next = lmask & (last[:, None] + 1 < length)
+    u_in = tl.load(u_ptr + row_u[None, :] + lpos, mask=lmask, other=0.0)
+    dt_in = tl.load(delta_ptr + row_dt[None, :] + lpos, mask=lmask, other=0.0)
+    dtn_in = tl.load(delta_ptr + row_dt[None, :] + lpos_next, mask=lmask_next, other=0.0)
+    dout_in = tl.load(dout_ptr + row_do[None, :] + lpos, mask=lmask, other=0.0)
+    z_in = tl.load(z_ptr + row_z[None, :] + lpos, mask=lmask & HAS_Z, other=0.0)
+    # per-step B and C (one element a lane: no vector loads either way) always in step order
+    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, last, lpos1, dstate, length, B_FIXED,
+                  DT)
+    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, last, lpos1, dstate, length, C_FIXED,
+                  DT)
+    for i in range(first_tile, end_tile):
+        tile = first_tile + end_tile - 1 - i
+        offs_l = tile * BLOCK_L + offs_t
+        l_mask = offs_l[:, None] < length
+        pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
+        pos2 = pos[:, None]  # (BL, 1)
+        offs_ld = offs_l - BLOCK_L * PREFETCH
+        mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= first_tile * BLOCK_L)
+        pos_ld1 = _seq_index(offs_ld, length, direction, PAIRED, REVERSE)
+        pos_ld = pos_ld1[:, None]
+        pos_ld_next = _seq_index(offs_ld + 1, length, direction, PAIRED, REVERSE)[:, None]
+        if FLIP_TILES:
+            tpos, tmask = _flipped_tile(tile - PREFETCH, first_tile * BLOCK_L, length, offs_t, BLOCK_L)
+            pos_ld, pos_ld_next, mask_ld = tpos[:, None], tpos[:, None] - 1, tmask[:, None]
+            mask_ld_next = mask_ld & (pos_ld >= 1)
+        else:
+            mask_ld_next = mask_ld & (offs_ld[:, None] + 1 < length)
+        u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld, mask=mask_ld, other=0.0)
+        dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld, mask=mask_ld, other=0.0)
+        dtn_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld_next, mask=mask_ld_next, other=0.0)
+        dout_ld = tl.load(dout_ptr + row_do[None, :] + pos_ld, mask=mask_ld, other=0.0)
+        z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
+        offs_bc = offs_ld
+        if SPLIT:
+            offs_bc = tl.where(offs_ld >= first_tile * BLOCK_L, offs_ld, -1)  # before the segment: masked out
+        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
+                         B_FIXED, DT)
+        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
+                         C_FIXED, DT)
+        if not PREFETCH:
+            u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
+
+        next_mask = offs_l[:, None] + 1 < length
+        u = _steps(u_in.to(DT), FLIP_TILES)
+        dt_raw = _steps(dt_in.to(DT), FLIP_TILES)
+        dt_next = _steps(dtn_in.to(DT), FLIP_TILES)
+        if HAS_BIAS:
+            dt_raw += bias[None, :]
+            dt_next += bias[None, :]
+        if SOFTPLUS:
+            dt = _softplus(dt_raw)
+            dt_next = _softplus(dt_next)
+        else:
+            dt = dt_raw
+        dt = tl.where(l_mask, dt, 0.0)
+        dout = _steps(dout_in.to(DT), FLIP_TILES)
+        if FLIP_TILES:  # where this tile's outputs are written: memory order
+            tpos, tmask = _flipped_tile(tile, 0, length, offs_t, BLOCK_L)
+            out_pos, out_mask = tpos[:, None], tmask[:, None]
+        else:
+            out_pos, out_mask = pos2, l_mask
+        h0 = tl.load(states_ptr + ((b * dim + offs_d[None, :]) * n_tiles + tile) * dstate + offs_n[:, None],
+                     mask=n_mask, other=0.0).to(DT)
+
+        # recompute the forward of this tile
+        decay = tl.exp2(dt[:, None, :] * A2[None, :, :])  # a_t, (BL, BN, BD)
+        dtu = dt * u
+        x = dtu[:, None, :] * Bt
+        x_in = tl.where(offs_t[:, None, None] == 0, x + decay * h0[None, :, :], x)
+        _, h = tl.associative_scan((decay, x_in), 0, _combine)
+
+        if HAS_Z:
+            zt = _steps(z_in.to(DT), FLIP_TILES)
+            sig = tl.sigmoid(zt)
+            y = tl.sum(h * Ct, 1)
+            if HAS_D:
+                y += Dv[None, :] * u
+            dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
+            tl.store(dz_ptr + row_dz[None, :] + out_pos, _steps(dz, FLIP_TILES).to(dz_ptr.dtype.element_ty),
+                     mask=out_mask)
+            dy = dout * zt * sig
+        else:
+            dy = dout
+
+        # adjoint: g_t = C_t dy_t + a_{t+1} g_{t+1}
+        decay_next = tl.where(next_mask[:, None, :], tl.exp2(dt_next[:, None, :] * A2[None, :, :]), 1.0)
+        g, carry = _adjoint_tile(decay, decay_next, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
+
+        gB_sum = tl.sum(g * Bt, 1)  # (BL, BD): sum_n g B
+        g_ah = g * (h - x)  # g_t a_t h_{t-1}
+        ddt = u * gB_sum + tl.sum(g_ah * A[None, :, :], 1)
+        du = dt * gB_sum
+        if HAS_D:
+            du += Dv[None, :] * dy
+            dD_acc += tl.sum(dy * u, 0)
+        dA_acc += tl.sum(g_ah * dt[:, None, :], 0)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(dt_raw)
+        ddt = tl.where(l_mask, ddt, 0.0)
+        if HAS_BIAS:
+            dbias_acc += tl.sum(ddt, 0)
+        tl.store(du_ptr + row_du[None, :] + out_pos, _steps(du, FLIP_TILES).to(du_ptr.dtype.element_ty),
+                 mask=out_mask)
+        tl.store(ddelta_ptr + row_ddt[None, :] + out_pos, _steps(ddt, FLIP_TILES).to(ddelta_ptr.dtype.element_ty),
+                 mask=out_mask)
+
+        # dB_t = sum_d g_t dt_t u_t ; dC_t = sum_d h_t dy_t
+        gx = g * dtu[:, None, :]
+        hdy = h * dy[:, None, :]
+        bc_mask = (offs_n[None, :] < dstate) & l_mask
+        if B_FIXED:
+            dB_acc += tl.sum(gx, 0)
+        else:
+            bc_ptrs = b * stride_dB_b + gB * stride_dB_g + offs_n[None, :] * stride_dB_n + pos[:, None]
+            tl.atomic_add(dB_ptr + bc_ptrs, tl.sum(gx, 2), mask=bc_mask, sem="relaxed")
+        if C_FIXED:
+            dC_acc += tl.sum(hdy, 0)
+        else:
+            bc_ptrs = b * stride_dC_b + gC * stride_dC_g + offs_n[None, :] * stride_dC_n + pos[:, None]
+            tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 2), mask=bc_mask, sem="relaxed")
+
+        if PREFETCH:
+            u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
     tl.store(dA_ptr + nd_out, dA_acc, mask=n_mask)
     if B_FIXED:
@@ -683,8 +641,7 @@ def _bd_strides(t: Tensor | None) -> tuple[int, int]:
 def _vector_aligned(length: int, *tensors: Tensor | None) -> bool:
     """Whether L and every (batch, channel) stride are multiples of 16: Triton then knows that a tile of 8 steps
     starting at a multiple of 8 is 16-byte aligned (its launches mark integers divisible by 16), so a backward
-    walking tile read in memory order is vector-loaded. Elsewhere flipping it in registers only costs shuffles
-    (H100, VMamba-T's 14x14 stage: paired backward 515 -> 607 us with flipped scalar loads)."""
+    walking tile read in memory order is vector-loaded. Elsewhere flipping it in registers only costs shuffles."""
     return length % 16 == 0 and all(st % 16 == 0 for t in tensors for st in _bd_strides(t))
 
 
@@ -823,30 +780,36 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     dpg_C, *C_strides = _bc_args(C, dim)
     placeholder = du
     flags = dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-                 C_FIXED=C.dim() == 2, DT=DT, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l,
-                 PAIRED=bool(paired))
+                 C_FIXED=C.dim() == 2, DT=DT, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l)
     if n_seg > 1:  # the first segment's summary is never read
         _scan_bwd_segment_kernel[(dim // block_d, batch, n_seg - 1)](
             dout, delta, A, C, z if z is not None else placeholder,
             delta_bias if delta_bias is not None else placeholder, cz, dtsum,
             dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_C, *C_strides, u_dim,
-            *_bd_strides(dout), *_bd_strides(delta), *_bd_strides(z), **flags, REVERSE=bool(reverse),
-            num_warps=num_warps,
+            *_bd_strides(dout), *_bd_strides(delta), *_bd_strides(z), **flags, PAIRED=bool(paired),
+            REVERSE=bool(reverse), num_warps=num_warps,
         )
-    # backward walking channels read their tiles in memory order where that gives vector loads (_tile_pos)
+    # Backward walking channels read their tiles in memory order where that gives vector loads (FLIP_TILES); a
+    # paired scan then runs as two launches, its forward groups and its backward ones, so that each has its
+    # direction as a constexpr. Elsewhere one launch (the paired groups' direction read at run time).
     flip_tiles = bool(reverse or paired) and _vector_aligned(length, dout, u, delta, z, du, ddelta, dz)
-    _scan_bwd_kernel[(dim // block_d, batch, n_seg)](
-        dout, dlast_state.contiguous() if dlast_state is not None else placeholder, u, delta, A, B, C,
-        D if D is not None else placeholder, z if z is not None else placeholder,
-        delta_bias if delta_bias is not None else placeholder, chunk_states,
-        du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
-        dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
-        dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim, u_share,
-        *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
-        *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
-        HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
-        SPLIT=n_seg > 1, REVERSE=bool(reverse), FLIP_TILES=flip_tiles, **flags, num_warps=num_warps,
-    )
+    if paired and flip_tiles:
+        launches = [dict(PAIRED=False, PAIR_HALF=True, REVERSE=half, FLIP_TILES=half) for half in (False, True)]
+    else:
+        launches = [dict(PAIRED=bool(paired), PAIR_HALF=False, REVERSE=bool(reverse), FLIP_TILES=flip_tiles)]
+    for launch in launches:
+        _scan_bwd_kernel[(dim // len(launches) // block_d, batch, n_seg)](
+            dout, dlast_state.contiguous() if dlast_state is not None else placeholder, u, delta, A, B, C,
+            D if D is not None else placeholder, z if z is not None else placeholder,
+            delta_bias if delta_bias is not None else placeholder, chunk_states,
+            du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
+            dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
+            dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim,
+            u_share, *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
+            *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
+            HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
+            SPLIT=n_seg > 1, **flags, **launch, num_warps=num_warps,
+        )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
     dC = dC.sum(0).to(C.dtype) if C.dim() == 2 else dC.to(C.dtype)
