@@ -35,7 +35,8 @@ def _run(x, weights, backend, fused, out_norm=True):
     return y.detach(), {k: v.grad for k, v in leaves.items()}
 
 
-CASES = [(4, 7, 9, 1), (4, 5, 3, 4), (2, 6, 4, 1), (1, 7, 9, 4), (4, 1, 5, 2)]
+# (4, 4, 8, 2): L 32, so the backward-walking groups read their tiles in memory order (flipped tiles)
+CASES = [(4, 7, 9, 1), (4, 5, 3, 4), (2, 6, 4, 1), (1, 7, 9, 4), (4, 1, 5, 2), (4, 4, 8, 2)]
 
 
 @needs_triton_cpu
@@ -52,12 +53,13 @@ def test_fused_matches_reference(k, h, w, dstate):
 
 
 @needs_triton_cpu
-def test_fused_many_tiles_and_split(monkeypatch):
+@pytest.mark.parametrize("h,w", [(9, 11), (8, 12)], ids=["9x11", "8x12-flipped-tiles"])
+def test_fused_many_tiles_and_split(h, w, monkeypatch):
     """Direction indices across tile boundaries, and with the forward split across programs."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 4)
     monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", 1 << 20)
     monkeypatch.setattr(triton_scan, "TARGET_PROGRAMS", 1 << 20)
-    x = torch.randn(1, 4, 9, 11, dtype=torch.float64)  # 99 positions: 25 tiles of 4 steps
+    x = torch.randn(1, 4, h, w, dtype=torch.float64)  # 99 / 96 positions: 25 / 24 tiles of 4 steps
     weights = _weights(4, 4, 2, 1)
     y_ref, g_ref = _run(x, weights, "naive", fused=False, out_norm=False)
     y, g = _run(x, weights, "triton", fused=True, out_norm=False)

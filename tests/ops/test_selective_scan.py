@@ -192,23 +192,29 @@ def test_no_grad_forward_equals_grad_forward(backend):
     torch.testing.assert_close(plain, tracked.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("length", [37, 48], ids=["L37", "L48-flipped-tiles"])
 @pytest.mark.parametrize("bc", ["step", "fixed", "grouped"])
 @pytest.mark.parametrize("backend", ["naive", "torch", pytest.param("triton", marks=needs_triton)])
-def test_reverse_is_the_scan_of_the_flipped_sequence(backend, bc, monkeypatch):
-    """reverse=True == flip(scan(flip(inputs))) along L: outputs, last state and every gradient."""
+def test_reverse_is_the_scan_of_the_flipped_sequence(backend, bc, length, monkeypatch):
+    """reverse=True == flip(scan(flip(inputs))) along L: outputs, last state and every gradient. At L 48 the
+    triton backward reads its tiles in memory order and flips them in registers (triton_scan._tile_pos)."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 8)  # several tiles for the triton kernels
-    _check_reverse(backend, make_inputs(2, 4, 37, 4, bc=bc, groups=2))
+    inputs = make_inputs(2, 4, length, 4, bc=bc, groups=2)
+    assert triton_scan._vector_aligned(length, inputs["u"], inputs["delta"], inputs["z"]) == (length == 48)
+    _check_reverse(backend, inputs)
 
 
 @needs_triton
+@pytest.mark.parametrize("length", [221, 224], ids=["L221", "L224-flipped-tiles"])
 @pytest.mark.parametrize("bc", ["step", "fixed"])
-def test_triton_reverse_split(bc, monkeypatch):
+def test_triton_reverse_split(bc, length, monkeypatch):
     """reverse=True with forward and backward split across programs (segments walked from the end)."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 4)
     monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", 1 << 20)
     monkeypatch.setattr(triton_scan, "TARGET_PROGRAMS", 1 << 20)
-    assert triton_scan._num_segments(1, triton_scan.num_state_chunks(1, 4, 221, 4)) == 3  # 1 program of 4 channels
-    _check_reverse("triton", make_inputs(1, 4, 221, 4, bc=bc))
+    n_seg = triton_scan._num_segments(1, triton_scan.num_state_chunks(1, 4, length, 4))
+    assert n_seg == 3  # 1 program of 4 channels
+    _check_reverse("triton", make_inputs(1, 4, length, 4, bc=bc))
 
 
 def _check_reverse(backend, inputs):

@@ -67,15 +67,21 @@ def test_torch_compile_inductor_fullgraph_cuda():
 
 @pytest.mark.parametrize("split", [False, True], ids=["one-program", "split"])
 def test_triton_gpu_reverse_against_flipped_naive(split, monkeypatch):
-    """reverse=True walks L backwards inside the kernels (and across split segments in the forward)."""
+    """reverse=True walks L backwards inside the kernels (and across split segments): outputs, last state and
+    every gradient. L 2000 is a multiple of 16, so the backward reads its tiles in memory order and flips them."""
     from mambaeye.ops.selective_scan import triton_scan
 
     if split:
         monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", 1 << 20)
     inputs = make_inputs(1, 64, 2000, 16, bc="step", dtype=torch.float32, device="cuda")
-    out, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="triton",
-                               reverse=True)
-    flip = {k: (v.flip(-1) if k in ("u", "delta", "z", "B", "C") else v) for k, v in to(inputs, torch.float64).items()}
-    out_ref, last_ref = selective_scan(**flip, delta_softplus=True, return_last_state=True, backend="naive")
-    assert (out.double() - out_ref.flip(-1)).norm() / out_ref.norm() < 1e-4
-    assert (last.double() - last_ref).norm() / last_ref.norm() < 1e-4
+    assert triton_scan._vector_aligned(2000, inputs["u"], inputs["delta"], inputs["z"])
+    out, last, grads = scan_with_grads(inputs, "triton", True, reverse=True)
+
+    def flipped(t, name):
+        return t.flip(-1) if t is not None and name in ("u", "delta", "z", "B", "C") else t
+
+    ref = scan_with_grads({k: flipped(v, k) for k, v in to(inputs, torch.float64).items()}, "naive", True,
+                          flip_out=True)
+    up = {k: (v.double() if v is not None else None) for k, v in grads.items()}
+    assert_matches((out.double(), last.double(), up),
+                   (ref[0], ref[1], {k: flipped(v, k) for k, v in ref[2].items()}), tol=1e-4)

@@ -137,6 +137,26 @@ def _seq_index(offs_l, length, direction, PAIRED: tl.constexpr, REVERSE: tl.cons
 
 
 @triton.jit
+def _flipped_tile(tile, lo, length, offs_t, BLOCK_L: tl.constexpr):
+    """A backward walking scan's tile in memory order (FLIP_TILES): step l is at position L - 1 - l, so the steps
+    tile * BLOCK_L + offs_t lie at the ascending run L - (tile + 1) * BLOCK_L + offs_t, flipped. Loaded that way the
+    compiler sees contiguous, 16-byte aligned addresses (vector loads, where :func:`_seq_index`'s descending
+    positions are loaded element by element); :func:`_steps` flips the tile into step order in registers.
+    Returns (positions, mask of those whose step lies in [lo, L)), both (BLOCK_L,)."""
+    pos = length - (tile + 1) * BLOCK_L + offs_t
+    return pos, (pos >= 0) & (pos < length - lo)
+
+
+@triton.jit
+def _steps(x, FLIP_TILES: tl.constexpr):
+    """A tile read by :func:`_flipped_tile` in step order (a flip along L; its own inverse, so it also turns a tile
+    back into memory order for a store). The identity without FLIP_TILES."""
+    if FLIP_TILES:
+        x = tl.flip(x, 0)
+    return x
+
+
+@triton.jit
 def _scan_segment_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hend_ptr, dtsum_ptr,
     dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g, stride_B_n, u_dim, u_share,
@@ -383,12 +403,16 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    PAIRED: tl.constexpr, REVERSE: tl.constexpr, SPLIT: tl.constexpr,
+    PAIRED: tl.constexpr, REVERSE: tl.constexpr, SPLIT: tl.constexpr, PAIR_HALF: tl.constexpr,
+    FLIP_TILES: tl.constexpr,
 ):
     # SPLIT (n_seg > 1): the sequence is split across programs (axis 2): segment s enters (from the right) with
     # the carry chained from the summaries of segments s+1 .. n_seg-1 that _scan_bwd_segment_kernel wrote, and
     # writes its per-channel gradients into its own slice (seg * batch + b) of dA, dD, ... (summed on the host).
     # A constexpr so that the unsplit kernel carries none of it (H100: 17% slower bwd at long_1d with it).
+    # PAIR_HALF: one half of a paired scan, every other group of B/C - the even ones (forward) or, with REVERSE, the
+    # odd ones - so that the direction is a constexpr. FLIP_TILES (with REVERSE): the (BLOCK_L, BLOCK_D) tiles are
+    # read and written in memory order and flipped in registers (_flipped_tile).
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     if SPLIT:
@@ -401,6 +425,8 @@ def _scan_bwd_kernel(
         end_tile = n_tiles
         sb = b
     d0 = pid_d * BLOCK_D
+    if PAIR_HALF:
+        d0 = (d0 // u_dim) * 2 * u_dim + REVERSE * u_dim + d0 % u_dim
     offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_t = tl.arange(0, BLOCK_L)
@@ -453,11 +479,19 @@ def _scan_bwd_kernel(
     lpos1 = _seq_index(last, length, direction, PAIRED, REVERSE)
     lpos = lpos1[:, None]
     lpos_next = _seq_index(last + 1, length, direction, PAIRED, REVERSE)[:, None]
+    if FLIP_TILES:  # memory order; the position of a step's successor is one lower
+        fpos, fmask = _flipped_tile(end_tile - 1, 0, length, offs_t, BLOCK_L)
+        lpos, lpos_next = fpos[:, None], fpos[:, None] - 1
+        lmask = fmask[:, None] & PREFETCH
+        lmask_next = lmask & (lpos >= 1)
+    else:
+        lmask_next = lmask & (last[:, None] + 1 < length)
     u_in = tl.load(u_ptr + row_u[None, :] + lpos, mask=lmask, other=0.0)
     dt_in = tl.load(delta_ptr + row_dt[None, :] + lpos, mask=lmask, other=0.0)
-    dtn_in = tl.load(delta_ptr + row_dt[None, :] + lpos_next, mask=lmask & (last[:, None] + 1 < length), other=0.0)
+    dtn_in = tl.load(delta_ptr + row_dt[None, :] + lpos_next, mask=lmask_next, other=0.0)
     dout_in = tl.load(dout_ptr + row_do[None, :] + lpos, mask=lmask, other=0.0)
     z_in = tl.load(z_ptr + row_z[None, :] + lpos, mask=lmask & HAS_Z, other=0.0)
+    # per-step B and C (one element a lane: no vector loads either way) always in step order
     Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, last, lpos1, dstate, length, B_FIXED,
                   DT)
     Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, last, lpos1, dstate, length, C_FIXED,
@@ -473,10 +507,15 @@ def _scan_bwd_kernel(
         pos_ld1 = _seq_index(offs_ld, length, direction, PAIRED, REVERSE)
         pos_ld = pos_ld1[:, None]
         pos_ld_next = _seq_index(offs_ld + 1, length, direction, PAIRED, REVERSE)[:, None]
+        if FLIP_TILES:
+            tpos, tmask = _flipped_tile(tile - PREFETCH, first_tile * BLOCK_L, length, offs_t, BLOCK_L)
+            pos_ld, pos_ld_next, mask_ld = tpos[:, None], tpos[:, None] - 1, tmask[:, None]
+            mask_ld_next = mask_ld & (pos_ld >= 1)
+        else:
+            mask_ld_next = mask_ld & (offs_ld[:, None] + 1 < length)
         u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld, mask=mask_ld, other=0.0)
         dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld, mask=mask_ld, other=0.0)
-        dtn_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld_next, mask=mask_ld & (offs_ld[:, None] + 1 < length),
-                         other=0.0)
+        dtn_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld_next, mask=mask_ld_next, other=0.0)
         dout_ld = tl.load(dout_ptr + row_do[None, :] + pos_ld, mask=mask_ld, other=0.0)
         z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
         offs_bc = offs_ld
@@ -490,9 +529,9 @@ def _scan_bwd_kernel(
             u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
         next_mask = offs_l[:, None] + 1 < length
-        u = u_in.to(DT)
-        dt_raw = dt_in.to(DT)
-        dt_next = dtn_in.to(DT)
+        u = _steps(u_in.to(DT), FLIP_TILES)
+        dt_raw = _steps(dt_in.to(DT), FLIP_TILES)
+        dt_next = _steps(dtn_in.to(DT), FLIP_TILES)
         if HAS_BIAS:
             dt_raw += bias[None, :]
             dt_next += bias[None, :]
@@ -502,7 +541,12 @@ def _scan_bwd_kernel(
         else:
             dt = dt_raw
         dt = tl.where(l_mask, dt, 0.0)
-        dout = dout_in.to(DT)
+        dout = _steps(dout_in.to(DT), FLIP_TILES)
+        if FLIP_TILES:  # where this tile's outputs are written: memory order
+            tpos, tmask = _flipped_tile(tile, 0, length, offs_t, BLOCK_L)
+            out_pos, out_mask = tpos[:, None], tmask[:, None]
+        else:
+            out_pos, out_mask = pos2, l_mask
         h0 = tl.load(states_ptr + ((b * dim + offs_d[None, :]) * n_tiles + tile) * dstate + offs_n[:, None],
                      mask=n_mask, other=0.0).to(DT)
 
@@ -514,13 +558,14 @@ def _scan_bwd_kernel(
         _, h = tl.associative_scan((decay, x_in), 0, _combine)
 
         if HAS_Z:
-            zt = z_in.to(DT)
+            zt = _steps(z_in.to(DT), FLIP_TILES)
             sig = tl.sigmoid(zt)
             y = tl.sum(h * Ct, 1)
             if HAS_D:
                 y += Dv[None, :] * u
             dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-            tl.store(dz_ptr + row_dz[None, :] + pos2, dz.to(dz_ptr.dtype.element_ty), mask=l_mask)
+            tl.store(dz_ptr + row_dz[None, :] + out_pos, _steps(dz, FLIP_TILES).to(dz_ptr.dtype.element_ty),
+                     mask=out_mask)
             dy = dout * zt * sig
         else:
             dy = dout
@@ -542,8 +587,10 @@ def _scan_bwd_kernel(
         ddt = tl.where(l_mask, ddt, 0.0)
         if HAS_BIAS:
             dbias_acc += tl.sum(ddt, 0)
-        tl.store(du_ptr + row_du[None, :] + pos2, du.to(du_ptr.dtype.element_ty), mask=l_mask)
-        tl.store(ddelta_ptr + row_ddt[None, :] + pos2, ddt.to(ddelta_ptr.dtype.element_ty), mask=l_mask)
+        tl.store(du_ptr + row_du[None, :] + out_pos, _steps(du, FLIP_TILES).to(du_ptr.dtype.element_ty),
+                 mask=out_mask)
+        tl.store(ddelta_ptr + row_ddt[None, :] + out_pos, _steps(ddt, FLIP_TILES).to(ddelta_ptr.dtype.element_ty),
+                 mask=out_mask)
 
         # dB_t = sum_d g_t dt_t u_t ; dC_t = sum_d h_t dy_t
         gx = g * dtu[:, None, :]
@@ -589,6 +636,13 @@ def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int, int]:
 def _bd_strides(t: Tensor | None) -> tuple[int, int]:
     """(batch, channel) strides of a (B, D, L) tensor whose rows are contiguous along L; (0, 0) for None."""
     return (t.stride(0), t.stride(1)) if t is not None else (0, 0)
+
+
+def _vector_aligned(length: int, *tensors: Tensor | None) -> bool:
+    """Whether L and every (batch, channel) stride are multiples of 16: Triton then knows that a tile of 8 steps
+    starting at a multiple of 8 is 16-byte aligned (its launches mark integers divisible by 16), so a backward
+    walking tile read in memory order is vector-loaded. Elsewhere flipping it in registers only costs shuffles."""
+    return length % 16 == 0 and all(st % 16 == 0 for t in tensors for st in _bd_strides(t))
 
 
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
@@ -726,28 +780,36 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     dpg_C, *C_strides = _bc_args(C, dim)
     placeholder = du
     flags = dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-                 C_FIXED=C.dim() == 2, DT=DT, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l,
-                 PAIRED=bool(paired), REVERSE=bool(reverse))
+                 C_FIXED=C.dim() == 2, DT=DT, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l)
     if n_seg > 1:  # the first segment's summary is never read
         _scan_bwd_segment_kernel[(dim // block_d, batch, n_seg - 1)](
             dout, delta, A, C, z if z is not None else placeholder,
             delta_bias if delta_bias is not None else placeholder, cz, dtsum,
             dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_C, *C_strides, u_dim,
-            *_bd_strides(dout), *_bd_strides(delta), *_bd_strides(z), **flags, num_warps=num_warps,
+            *_bd_strides(dout), *_bd_strides(delta), *_bd_strides(z), **flags, PAIRED=bool(paired),
+            REVERSE=bool(reverse), num_warps=num_warps,
         )
-    grid = (dim // block_d, batch, n_seg)
-    _scan_bwd_kernel[grid](
-        dout, dlast_state.contiguous() if dlast_state is not None else placeholder, u, delta, A, B, C,
-        D if D is not None else placeholder, z if z is not None else placeholder,
-        delta_bias if delta_bias is not None else placeholder, chunk_states,
-        du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
-        dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
-        dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim, u_share,
-        *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
-        *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
-        HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
-        SPLIT=n_seg > 1, **flags, num_warps=num_warps,
-    )
+    # Backward walking channels read their tiles in memory order where that gives vector loads (FLIP_TILES); a
+    # paired scan then runs as two launches, its forward groups and its backward ones, so that each has its
+    # direction as a constexpr. Elsewhere one launch (the paired groups' direction read at run time).
+    flip_tiles = bool(reverse or paired) and _vector_aligned(length, dout, u, delta, z, du, ddelta, dz)
+    if paired and flip_tiles:
+        launches = [dict(PAIRED=False, PAIR_HALF=True, REVERSE=half, FLIP_TILES=half) for half in (False, True)]
+    else:
+        launches = [dict(PAIRED=bool(paired), PAIR_HALF=False, REVERSE=bool(reverse), FLIP_TILES=flip_tiles)]
+    for launch in launches:
+        _scan_bwd_kernel[(dim // len(launches) // block_d, batch, n_seg)](
+            dout, dlast_state.contiguous() if dlast_state is not None else placeholder, u, delta, A, B, C,
+            D if D is not None else placeholder, z if z is not None else placeholder,
+            delta_bias if delta_bias is not None else placeholder, chunk_states,
+            du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
+            dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
+            dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim,
+            u_share, *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
+            *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
+            HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
+            SPLIT=n_seg > 1, **flags, **launch, num_warps=num_warps,
+        )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
     dC = dC.sum(0).to(C.dtype) if C.dim() == 2 else dC.to(C.dtype)
