@@ -32,7 +32,11 @@ Visiting orders (:func:`_seq_index`): the scan step l is read from, and written 
 made. ``paired``: the groups of B/C come in pairs that scan the same sequence of u forward (even group) and
 backward (odd group) - u has half the channels of delta, and du is returned per group (the caller sums each
 pair). VMamba's fused cross-scan (mambaeye.ops.cross_scan.fused) is the pairs (row, reversed row) and
-(column, reversed column) of a grid.
+(column, reversed column) of a grid. Walking backwards, the positions of a tile descend and Triton loads them
+element by element; where L and the strides are multiples of 16 the backward kernel instead reads such tiles in
+memory order and flips them in registers (``FLIP_TILES``: 16-byte loads; a paired scan then runs its forward and
+backward groups as two launches, each with its direction a constexpr). H100, VMamba-T's 56x56 stage: paired
+backward 1.70 -> 1.51 ms (benchmarks/NOTES.md).
 
 Numerics: everything is computed in fp32 (fp64 for fp64 inputs); ``exp2`` of ``dt * A * log2(e)`` is always of
 a non-positive number for A < 0, so nothing overflows.
@@ -641,7 +645,8 @@ def _bd_strides(t: Tensor | None) -> tuple[int, int]:
 def _vector_aligned(length: int, *tensors: Tensor | None) -> bool:
     """Whether L and every (batch, channel) stride are multiples of 16: Triton then knows that a tile of 8 steps
     starting at a multiple of 8 is 16-byte aligned (its launches mark integers divisible by 16), so a backward
-    walking tile read in memory order is vector-loaded. Elsewhere flipping it in registers only costs shuffles."""
+    walking tile read in memory order is vector-loaded. Elsewhere flipping it in registers only costs shuffles
+    (H100, VMamba-T's 14x14 stage: paired backward 515 -> 607 us with flipped tiles of scalar loads)."""
     return length % 16 == 0 and all(st % 16 == 0 for t in tensors for st in _bd_strides(t))
 
 
