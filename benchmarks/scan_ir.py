@@ -5,6 +5,7 @@ and the TTGIR layouts, layout conversions, scans and reductions.
 
     python benchmarks/scan_ir.py --shape vim_ti_224            # the scan, forward and backward
     python benchmarks/scan_ir.py --shape long_1d --ttgir        # also the TTGIR layout lines
+    python benchmarks/scan_ir.py --shape vmamba_t_stage1 --order paired   # VMamba's fused SS2D scan
     python benchmarks/scan_ir.py --shape vim_ti_1248 --dump /tmp/ir   # each kernel's SASS and TTGIR into /tmp/ir
     python benchmarks/scan_ir.py --op layer_norm --stage 3      # the add + LayerNorm at VMamba-T's 14x14 stage
     python benchmarks/scan_ir.py --op bias_gelu --stage 1       # the MLP's bias + GELU at VMamba-T's 56x56 stage
@@ -105,13 +106,19 @@ def _record(module, names: tuple[str, ...], launch) -> dict[str, _Recorder]:
     return recorders
 
 
-def _scan_launches(shape: str):
+def _scan_launches(shape: str, order: str):
+    """The scan at a named shape in visiting order ``order``: plain, reverse, or paired (VMamba's fused SS2D: u
+    with half the channels, each read forward by an even group of B/C and backward by the next; no z)."""
     t = make_inputs(SHAPES[shape], torch.bfloat16, "meta", requires_grad=False)
     u, delta, A, B, C, D, z, bias = (t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))
+    if order == "paired":
+        u, z = u[:, : u.shape[1] // 2], None
+    flags = dict(paired=order == "paired", reverse=order == "reverse")
 
     def launch():
-        _, _, states = triton_scan.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, True)
-        triton_scan.selective_scan_bwd(torch.empty_like(delta), None, u, delta, A, B, C, D, z, bias, True, states)
+        _, _, states = triton_scan.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, True, **flags)
+        triton_scan.selective_scan_bwd(torch.empty_like(delta), None, u, delta, A, B, C, D, z, bias, True, states,
+                                       **flags)
 
     names = ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_segment_kernel", "_scan_bwd_kernel")
     return triton_scan, names, launch
@@ -149,14 +156,19 @@ def main() -> None:
     p.add_argument("--op", default="scan", choices=["scan", "layer_norm", "bias_gelu"])
     p.add_argument("--shape", default="vim_ti_224", choices=[s for s in SHAPES if s != "cpu_1d"],
                    help="the scan's shape (--op scan)")
+    p.add_argument("--order", default="plain", choices=["plain", "reverse", "paired"],
+                   help="the scan's visiting order (--op scan; paired needs an even number of groups)")
     p.add_argument("--stage", type=int, default=1, choices=sorted(VMAMBA_T_STAGES),
                    help="VMamba-T's stage, batch 128 (--op layer_norm / bias_gelu)")
     p.add_argument("--ttgir", action="store_true", help="print the TTGIR layout definitions too")
     p.add_argument("--dump", metavar="DIR", help="write each kernel's SASS and TTGIR into DIR")
     args = p.parse_args()
     if args.op == "scan":
-        module, names, launch = _scan_launches(args.shape)
-        where = args.shape
+        if args.order == "paired" and SHAPES[args.shape]["groups"] % 2:
+            p.error(f"--order paired needs an even number of groups of B/C; {args.shape} has "
+                    f"{SHAPES[args.shape]['groups']}")
+        module, names, launch = _scan_launches(args.shape, args.order)
+        where = f"{args.shape} ({args.order})"
     else:
         module, names, launch = (_layer_norm_launches if args.op == "layer_norm" else _bias_gelu_launches)(args.stage)
         dim, side = VMAMBA_T_STAGES[args.stage]
@@ -164,7 +176,8 @@ def main() -> None:
     for name, recorder in _record(module, names, launch).items():
         for grid, call_args, call_kwargs in recorder.calls:
             compiled, num_warps = _compile(recorder.fn, call_args, call_kwargs)
-            blocks = {k: v for k, v in call_kwargs.items() if k.startswith("BLOCK") or k == "PREFETCH"}
+            blocks = {k: v for k, v in call_kwargs.items()
+                      if k.startswith("BLOCK") or k in ("PREFETCH", "REVERSE", "FLIP_TILES", "VEC")}
             print(f"== {name} at {where}: grid {grid}, {num_warps} warps, {blocks}")
             sass, usage = _sass(compiled)
             print("  ", _sass_report(sass, usage))
