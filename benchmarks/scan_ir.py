@@ -174,7 +174,7 @@ def main() -> None:
         dim, side = VMAMBA_T_STAGES[args.stage]
         where = f"VMamba-T stage {args.stage} (C {dim}, {side}x{side})"
     for name, recorder in _record(module, names, launch).items():
-        for grid, call_args, call_kwargs in recorder.calls:
+        for i, (grid, call_args, call_kwargs) in enumerate(recorder.calls):
             compiled, num_warps = _compile(recorder.fn, call_args, call_kwargs)
             blocks = {k: v for k, v in call_kwargs.items()
                       if k.startswith("BLOCK") or k in ("PREFETCH", "REVERSE", "FLIP_TILES", "VEC")}
@@ -184,7 +184,8 @@ def main() -> None:
             if args.dump:
                 os.makedirs(args.dump, exist_ok=True)
                 for ext, text in (("sass", sass), ("ttgir", compiled.asm["ttgir"])):
-                    with open(os.path.join(args.dump, f"{name.strip('_')}.{ext}"), "w") as f:
+                    launch_tag = f"-{i}" if len(recorder.calls) > 1 else ""  # the paired backward launches twice
+                    with open(os.path.join(args.dump, f"{name.strip('_')}{launch_tag}.{ext}"), "w") as f:
                         f.write(text)
             ir = compiled.asm["ttgir"]
             conversions, scans, reductions = (ir.count(op) for op in ("ttg.convert_layout", '"tt.scan"', '"tt.reduce"'))

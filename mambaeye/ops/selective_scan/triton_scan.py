@@ -51,6 +51,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._layout import strides_by_vector
+
 __all__ = ["num_state_chunks", "selective_scan_fwd", "selective_scan_bwd"]
 
 
@@ -647,7 +649,7 @@ def _vector_aligned(length: int, *tensors: Tensor | None) -> bool:
     starting at a multiple of 8 is 16-byte aligned (its launches mark integers divisible by 16), so a backward
     walking tile read in memory order is vector-loaded. Elsewhere flipping it in registers only costs shuffles
     (H100, VMamba-T's 14x14 stage: paired backward 515 -> 607 us with flipped tiles of scalar loads)."""
-    return length % 16 == 0 and all(st % 16 == 0 for t in tensors for st in _bd_strides(t))
+    return strides_by_vector(length, *(t for t in tensors if t is not None))[0] == 16
 
 
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
