@@ -192,20 +192,27 @@ def test_no_grad_forward_equals_grad_forward(backend):
     torch.testing.assert_close(plain, tracked.detach(), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("length", [37, 48], ids=["L37", "L48-flipped-tiles"])
+VECTOR_WIDTHS = {37: 1, 36: 4, 40: 8, 48: 16}  # L -> the triton kernels' VEC for contiguous (B, D, L) inputs
+
+
+@pytest.mark.parametrize("length", list(VECTOR_WIDTHS), ids=[f"L{n}-VEC{v}" for n, v in VECTOR_WIDTHS.items()])
 @pytest.mark.parametrize("bc", ["step", "fixed", "grouped"])
 @pytest.mark.parametrize("backend", ["naive", "torch", pytest.param("triton", marks=needs_triton)])
 def test_reverse_is_the_scan_of_the_flipped_sequence(backend, bc, length, monkeypatch):
-    """reverse=True == flip(scan(flip(inputs))) along L: outputs, last state and every gradient. At L 48 the
-    triton backward reads its tiles in memory order and flips them in registers (triton_scan._tile_pos)."""
+    """reverse=True == flip(scan(flip(inputs))) along L: outputs, last state and every gradient; the reference
+    is the plain scan, so the triton kernels' forward direction is checked at each vector width too. With VEC 16
+    (L 48) the triton backward reads its tiles in memory order and flips them in registers
+    (triton_scan._flipped_tile)."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 8)  # several tiles for the triton kernels
     inputs = make_inputs(2, 4, length, 4, bc=bc, groups=2)
-    assert triton_scan._vector_aligned(length, inputs["u"], inputs["delta"], inputs["z"]) == (length == 48)
+    assert triton_scan._vector_width(length, inputs["u"], inputs["delta"], inputs["z"]) == VECTOR_WIDTHS[length]
     _check_reverse(backend, inputs)
+    if backend == "triton":  # the reference's own path: the plain scan with these widths, against naive
+        assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
 
 
 @needs_triton
-@pytest.mark.parametrize("length", [221, 224], ids=["L221", "L224-flipped-tiles"])
+@pytest.mark.parametrize("length", [221, 228, 224], ids=["L221", "L228-VEC4", "L224-VEC16-flipped-tiles"])
 @pytest.mark.parametrize("bc", ["step", "fixed"])
 def test_triton_reverse_split(bc, length, monkeypatch):
     """reverse=True with forward and backward split across programs (segments walked from the end)."""
@@ -228,13 +235,15 @@ def _check_reverse(backend, inputs):
 
 
 @needs_triton
+@pytest.mark.parametrize("length", [29, 36], ids=["L29-VEC1", "L36-VEC4"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_triton_reads_batch_strided_views_without_copies(monkeypatch, reverse):
+def test_triton_reads_batch_strided_views_without_copies(monkeypatch, reverse, length):
     """What the Mamba layers hand the scan: u and z chunks of one (B, 2D, L) projection, B and C row slices of
     one (B, R + 2N, L) projection, and a dout that is a view too. The kernels address these in place (no
-    .contiguous() copy) and must give the reference's outputs and gradients."""
+    .contiguous() copy) and must give the reference's outputs and gradients, also with their strides divided
+    by a vector width (L 36: every stride a multiple of 4)."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 8)
-    batch, dim, length, dstate, rank = 2, 4, 29, 4, 3
+    batch, dim, dstate, rank = 2, 4, 4, 3
     leaves = make_inputs(batch, dim, length, dstate, bc="step")
     xz = torch.randn(batch, 2 * dim, length, dtype=torch.float64, requires_grad=True)
     x_dbl = torch.randn(batch, rank + 2 * dstate, length, dtype=torch.float64, requires_grad=True)
@@ -245,6 +254,7 @@ def test_triton_reads_batch_strided_views_without_copies(monkeypatch, reverse):
     rest_major = torch.randn(dim, batch, length, dtype=torch.float64).permute(1, 0, 2)
     leaves["delta"] = (0.5 * rest_major).detach()
     assert all(_normalise(t, "triton") is t for t in (u, z, B.unsqueeze(1), C.unsqueeze(1)))
+    assert triton_scan._vector_width(length, u, z, leaves["delta"]) == (4 if length == 36 else 1)
     rest = {k: leaves[k].requires_grad_(True) for k in ("delta", "A", "D", "delta_bias")}
     w = torch.randn(length, batch, dim, dtype=torch.float64)
 

@@ -74,7 +74,7 @@ def test_triton_gpu_reverse_against_flipped_naive(split, monkeypatch):
     if split:
         monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", 1 << 20)
     inputs = make_inputs(1, 64, 2000, 16, bc="step", dtype=torch.float32, device="cuda")
-    assert triton_scan._vector_aligned(2000, inputs["u"], inputs["delta"], inputs["z"])
+    assert triton_scan._vector_width(2000, inputs["u"], inputs["delta"], inputs["z"]) >= triton_scan.FLIP_TILES_MIN_VEC
     out, last, grads = scan_with_grads(inputs, "triton", True, reverse=True)
 
     def flipped(t, name):

@@ -169,10 +169,12 @@ def _scan_segment_kernel(
     stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PAIRED: tl.constexpr,
-    REVERSE: tl.constexpr,
+    REVERSE: tl.constexpr, VEC: tl.constexpr,
 ):
     """Pass 1 of a sequence split across programs: each segment's end state from a zero start, and sum(dt)
     over the segment (its total decay is exp(A * sum dt)). hend: (B, D, n_seg, N); dtsum: (B, D, n_seg)."""
+    length, stride_u_b, stride_u_d = length * VEC, stride_u_b * VEC, stride_u_d * VEC  # see _vector_width
+    stride_delta_b, stride_delta_d = stride_delta_b * VEC, stride_delta_d * VEC
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     seg = tl.program_id(2)
@@ -226,12 +228,18 @@ def _scan_fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    PAIRED: tl.constexpr, REVERSE: tl.constexpr,
+    PAIRED: tl.constexpr, REVERSE: tl.constexpr, VEC: tl.constexpr,
 ):
     # Tiles are (BLOCK_L, BLOCK_N, BLOCK_D): L first, so Triton's default layout puts the lanes on channels and
     # states and keeps the whole L extent of a tile inside each thread - the scan is then a sequential loop.
     # With n_seg > 1 the sequence is split across programs (axis 2): segment s enters with the state chained
     # from the end states of segments 0..s-1 that _scan_segment_kernel wrote.
+    # L and the (batch, channel) strides come divided by VEC (_vector_width): multiplied back by the constexpr,
+    # groups of VEC steps are known to be aligned and are loaded with vector instructions.
+    length, stride_u_b, stride_u_d = length * VEC, stride_u_b * VEC, stride_u_d * VEC
+    stride_delta_b, stride_delta_d, stride_z_b, stride_z_d = (stride_delta_b * VEC, stride_delta_d * VEC,
+                                                              stride_z_b * VEC, stride_z_d * VEC)
+    stride_out_b, stride_out_d = stride_out_b * VEC, stride_out_d * VEC
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     seg = tl.program_id(2)
@@ -341,12 +349,15 @@ def _scan_bwd_segment_kernel(
     u_dim, stride_dout_b, stride_dout_d, stride_delta_b, stride_delta_d, stride_z_b, stride_z_d,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, C_FIXED: tl.constexpr,
     DT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PAIRED: tl.constexpr,
-    REVERSE: tl.constexpr,
+    REVERSE: tl.constexpr, VEC: tl.constexpr,
 ):
     """Pass 1 of the backward split along L: the adjoint carry ``a_{t0} g_{t0}`` that leaves each segment to
     the left when a zero carry enters it from the right, and sum(dt) over the segment (the carry entering from
     the right leaves multiplied by exp(A * sum dt)). cz: (B, D, n_seg, N); dtsum: (B, D, n_seg). Segment 0's
     summary is never read: the programs are segments 1 .. n_seg - 1."""
+    length, stride_dout_b, stride_dout_d = length * VEC, stride_dout_b * VEC, stride_dout_d * VEC  # _vector_width
+    stride_delta_b, stride_delta_d, stride_z_b, stride_z_d = (stride_delta_b * VEC, stride_delta_d * VEC,
+                                                              stride_z_b * VEC, stride_z_d * VEC)
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     seg = tl.program_id(2) + 1
@@ -410,7 +421,7 @@ def _scan_bwd_kernel(
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
     PAIRED: tl.constexpr, REVERSE: tl.constexpr, SPLIT: tl.constexpr, PAIR_HALF: tl.constexpr,
-    FLIP_TILES: tl.constexpr,
+    FLIP_TILES: tl.constexpr, VEC: tl.constexpr,
 ):
     # SPLIT (n_seg > 1): the sequence is split across programs (axis 2): segment s enters (from the right) with
     # the carry chained from the summaries of segments s+1 .. n_seg-1 that _scan_bwd_segment_kernel wrote, and
@@ -418,7 +429,15 @@ def _scan_bwd_kernel(
     # A constexpr so that the unsplit kernel carries none of it (H100: 17% slower bwd at long_1d with it).
     # PAIR_HALF: one half of a paired scan, every other group of B/C - the even ones (forward) or, with REVERSE, the
     # odd ones - so that the direction is a constexpr. FLIP_TILES (with REVERSE): the (BLOCK_L, BLOCK_D) tiles are
-    # read and written in memory order and flipped in registers (_flipped_tile).
+    # read and written in memory order and flipped in registers (_flipped_tile). L and the (batch, channel)
+    # strides come divided by VEC (_vector_width).
+    length, stride_dout_b, stride_dout_d = length * VEC, stride_dout_b * VEC, stride_dout_d * VEC
+    stride_u_b, stride_u_d, stride_delta_b, stride_delta_d = (stride_u_b * VEC, stride_u_d * VEC,
+                                                              stride_delta_b * VEC, stride_delta_d * VEC)
+    stride_z_b, stride_z_d = stride_z_b * VEC, stride_z_d * VEC
+    stride_du_b, stride_du_d = stride_du_b * VEC, stride_du_d * VEC
+    stride_ddelta_b, stride_ddelta_d = stride_ddelta_b * VEC, stride_ddelta_d * VEC
+    stride_dz_b, stride_dz_d = stride_dz_b * VEC, stride_dz_d * VEC
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     if SPLIT:
@@ -639,17 +658,25 @@ def _bc_args(t: Tensor, dim: int) -> tuple[int, int, int, int]:
     return dim // t.shape[1], t.stride(0), t.stride(1), t.stride(2)
 
 
-def _bd_strides(t: Tensor | None) -> tuple[int, int]:
-    """(batch, channel) strides of a (B, D, L) tensor whose rows are contiguous along L; (0, 0) for None."""
-    return (t.stride(0), t.stride(1)) if t is not None else (0, 0)
+def _bd_strides(t: Tensor | None, vec: int) -> tuple[int, int]:
+    """(batch, channel) strides // vec of a (B, D, L) tensor whose rows are contiguous along L; (0, 0) for None."""
+    return (t.stride(0) // vec, t.stride(1) // vec) if t is not None else (0, 0)
 
 
-def _vector_aligned(length: int, *tensors: Tensor | None) -> bool:
-    """Whether L and every (batch, channel) stride are multiples of 16: Triton then knows that a tile of 8 steps
-    starting at a multiple of 8 is 16-byte aligned (its launches mark integers divisible by 16), so a backward
-    walking tile read in memory order is vector-loaded. Elsewhere flipping it in registers only costs shuffles
-    (H100, VMamba-T's 14x14 stage: paired backward 515 -> 607 us with flipped tiles of scalar loads)."""
-    return strides_by_vector(length, *(t for t in tensors if t is not None))[0] == 16
+def _vector_width(length: int, *tensors: Tensor | None) -> int:
+    """VEC: the largest of 16, 8, 4 (else 1) dividing L and every (batch, channel) stride of the (B, D, L) tensors.
+
+    The kernels get L and those strides divided by VEC and multiply them back by the constexpr, so the compiler
+    knows that VEC consecutive steps from a multiple of VEC are aligned and loads them with one instruction
+    (Triton's own hint is divisibility by 16 only: VMamba's 14x14 stage, L 196, was loaded element by element -
+    offline SASS of its grouped backward 2392 -> 1888 instructions with VEC 4)."""
+    return strides_by_vector(length, *(t for t in tensors if t is not None))[0]
+
+
+# A backward walking scan reads its tiles in memory order and flips them in registers (FLIP_TILES) only where
+# VEC >= FLIP_TILES_MIN_VEC. With scalar loads the flips only cost shuffles (H100, VMamba-T's 14x14 stage:
+# paired backward 515 -> 607 us with flipped tiles of scalar loads).
+FLIP_TILES_MIN_VEC = 16
 
 
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
@@ -729,28 +756,30 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     dpg_B, *B_strides = _bc_args(B, dim)
     dpg_C, *C_strides = _bc_args(C, dim)
     n_seg, tiles_per_seg = _segments(batch * (dim // block_d), n_tiles)
+    vec = _vector_width(length, u, delta, z, out)
     hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
     dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
     if n_seg > 1:  # the last segment's summary is never read
         _scan_segment_kernel[(dim // block_d, batch, n_seg - 1)](
             u, delta, A, B, delta_bias if delta_bias is not None else u, hend, dtsum,
-            dim, length, dstate, tiles_per_seg, n_seg, dpg_B, *B_strides, u_dim, u_share,
-            *_bd_strides(u), *_bd_strides(delta),
+            dim, length // vec, dstate, tiles_per_seg, n_seg, dpg_B, *B_strides, u_dim, u_share,
+            *_bd_strides(u, vec), *_bd_strides(delta, vec),
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
             BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PAIRED=bool(paired), REVERSE=bool(reverse),
-            num_warps=num_warps,
+            VEC=vec, num_warps=num_warps,
         )
     grid = (dim // block_d, batch, n_seg)
     _scan_fwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
         delta_bias if delta_bias is not None else u,
         out, last, states, hend, dtsum,
-        dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides,
-        u_dim, u_share, *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(out),
+        dim, length // vec, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides,
+        u_dim, u_share, *_bd_strides(u, vec), *_bd_strides(delta, vec), *_bd_strides(z, vec),
+        *_bd_strides(out, vec),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
         BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, PAIRED=bool(paired),
-        REVERSE=bool(reverse), num_warps=num_warps,
+        REVERSE=bool(reverse), VEC=vec, num_warps=num_warps,
     )
     return out, last, states
 
@@ -786,20 +815,21 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     dpg_B, *B_strides = _bc_args(B, dim)
     dpg_C, *C_strides = _bc_args(C, dim)
     placeholder = du
+    vec = _vector_width(length, dout, u, delta, z, du, ddelta, dz)
     flags = dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                  C_FIXED=C.dim() == 2, DT=DT, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l)
     if n_seg > 1:  # the first segment's summary is never read
         _scan_bwd_segment_kernel[(dim // block_d, batch, n_seg - 1)](
             dout, delta, A, C, z if z is not None else placeholder,
             delta_bias if delta_bias is not None else placeholder, cz, dtsum,
-            dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_C, *C_strides, u_dim,
-            *_bd_strides(dout), *_bd_strides(delta), *_bd_strides(z), **flags, PAIRED=bool(paired),
-            REVERSE=bool(reverse), num_warps=num_warps,
+            dim, length // vec, dstate, n_tiles, tiles_per_seg, n_seg, dpg_C, *C_strides, u_dim,
+            *_bd_strides(dout, vec), *_bd_strides(delta, vec), *_bd_strides(z, vec), **flags, PAIRED=bool(paired),
+            REVERSE=bool(reverse), VEC=vec, num_warps=num_warps,
         )
     # Backward walking channels read their tiles in memory order where that gives vector loads (FLIP_TILES); a
     # paired scan then runs as two launches, its forward groups and its backward ones, so that each has its
     # direction as a constexpr. Elsewhere one launch (the paired groups' direction read at run time).
-    flip_tiles = bool(reverse or paired) and _vector_aligned(length, dout, u, delta, z, du, ddelta, dz)
+    flip_tiles = bool(reverse or paired) and vec >= FLIP_TILES_MIN_VEC
     if paired and flip_tiles:
         launches = [dict(PAIRED=False, PAIR_HALF=True, REVERSE=half, FLIP_TILES=half) for half in (False, True)]
     else:
@@ -811,11 +841,11 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
             delta_bias if delta_bias is not None else placeholder, chunk_states,
             du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
             dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
-            dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim,
-            u_share, *_bd_strides(dout), *_bd_strides(u), *_bd_strides(delta), *_bd_strides(z), *_bd_strides(du),
-            *_bd_strides(ddelta), *_bd_strides(dz), *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
+            dim, length // vec, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim,
+            u_share, *(s for t in (dout, u, delta, z, du, ddelta, dz) for s in _bd_strides(t, vec)),
+            *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
             HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
-            SPLIT=n_seg > 1, **flags, **launch, num_warps=num_warps,
+            SPLIT=n_seg > 1, VEC=vec, **flags, **launch, num_warps=num_warps,
         )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
