@@ -33,9 +33,10 @@ made. ``paired``: the groups of B/C come in pairs that scan the same sequence of
 backward (odd group) - u has half the channels of delta, and du is returned per group (the caller sums each
 pair). VMamba's fused cross-scan (mambaeye.ops.cross_scan.fused) is the pairs (row, reversed row) and
 (column, reversed column) of a grid. Walking backwards, the positions of a tile descend and Triton loads them
-element by element; where L and the strides are multiples of 16 the backward kernel instead reads such tiles in
-memory order and flips them in registers (``FLIP_TILES``: 16-byte loads; a paired scan then runs its forward and
-backward groups as two launches, each with its direction a constexpr). H100, VMamba-T's 56x56 stage: paired
+element by element; where L and the strides are multiples of 16 the backward kernel instead reads such tiles as
+16-byte chunks in memory order and reverses each chunk in registers (``FLIP_TILES``, :func:`_flipped_tile`: vector
+loads; a paired scan then runs its forward and backward groups as two launches, each with its direction a
+constexpr). H100, VMamba-T's 56x56 stage: paired
 backward 1.70 -> 1.51 ms (benchmarks/NOTES.md).
 
 Numerics: everything is computed in fp32 (fp64 for fp64 inputs); ``exp2`` of ``dt * A * log2(e)`` is always of
@@ -143,22 +144,28 @@ def _seq_index(offs_l, length, direction, PAIRED: tl.constexpr, REVERSE: tl.cons
 
 
 @triton.jit
-def _flipped_tile(tile, lo, length, offs_t, BLOCK_L: tl.constexpr):
-    """A backward walking scan's tile in memory order (FLIP_TILES): step l is at position L - 1 - l, so the steps
-    tile * BLOCK_L + offs_t lie at the ascending run L - (tile + 1) * BLOCK_L + offs_t, flipped. Loaded that way the
-    compiler sees contiguous, 16-byte aligned addresses (vector loads, where :func:`_seq_index`'s descending
-    positions are loaded element by element); :func:`_steps` flips the tile into step order in registers.
+def _flipped_tile(tile, lo, length, offs_t, BLOCK_L: tl.constexpr, CHUNK: tl.constexpr):
+    """A backward walking scan's tile in chunks of memory order (FLIP_TILES): step l is at position L - 1 - l, so
+    the steps tile * BLOCK_L + offs_t lie at the ascending run p0 = L - (tile + 1) * BLOCK_L, ... flipped. The
+    tile's rows are taken in chunks of CHUNK steps (16 bytes of the input: one vector load a thread): chunk c =
+    offs_t // CHUNK is read from the run's chunk BLOCK_L / CHUNK - 1 - c in memory order, so the compiler sees
+    contiguous, aligned addresses (where :func:`_seq_index`'s descending positions are loaded element by element),
+    and :func:`_steps` puts the tile in step order by reversing each chunk, inside each thread's registers (a
+    flip of the whole tile moves elements between the lanes that hold its chunks: shuffles).
     Returns (positions, mask of those whose step lies in [lo, L)), both (BLOCK_L,)."""
-    pos = length - (tile + 1) * BLOCK_L + offs_t
+    chunk = BLOCK_L // CHUNK - 1 - offs_t // CHUNK
+    pos = length - (tile + 1) * BLOCK_L + chunk * CHUNK + offs_t % CHUNK
     return pos, (pos >= 0) & (pos < length - lo)
 
 
 @triton.jit
-def _steps(x, FLIP_TILES: tl.constexpr):
-    """A tile read by :func:`_flipped_tile` in step order (a flip along L; its own inverse, so it also turns a tile
-    back into memory order for a store). The identity without FLIP_TILES."""
+def _steps(x, FLIP_TILES: tl.constexpr, CHUNK: tl.constexpr):
+    """A (BLOCK_L, BLOCK_D) tile read by :func:`_flipped_tile` in step order: each chunk of CHUNK rows reversed. Its
+    own inverse, so it also turns a tile back into :func:`_flipped_tile`'s order for a store. The identity without
+    FLIP_TILES."""
     if FLIP_TILES:
-        x = tl.flip(x, 0)
+        chunks = tl.reshape(x, (x.shape[0] // CHUNK, CHUNK, x.shape[1]))
+        x = tl.reshape(tl.flip(chunks, 1), (x.shape[0], x.shape[1]))
     return x
 
 
@@ -421,7 +428,7 @@ def _scan_bwd_kernel(
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
     PAIRED: tl.constexpr, REVERSE: tl.constexpr, SPLIT: tl.constexpr, PAIR_HALF: tl.constexpr,
-    FLIP_TILES: tl.constexpr, VEC: tl.constexpr,
+    FLIP_TILES: tl.constexpr, CHUNK: tl.constexpr, VEC: tl.constexpr,
 ):
     # SPLIT (n_seg > 1): the sequence is split across programs (axis 2): segment s enters (from the right) with
     # the carry chained from the summaries of segments s+1 .. n_seg-1 that _scan_bwd_segment_kernel wrote, and
@@ -505,7 +512,7 @@ def _scan_bwd_kernel(
     lpos = lpos1[:, None]
     lpos_next = _seq_index(last + 1, length, direction, PAIRED, REVERSE)[:, None]
     if FLIP_TILES:  # memory order; the position of a step's successor is one lower
-        fpos, fmask = _flipped_tile(end_tile - 1, 0, length, offs_t, BLOCK_L)
+        fpos, fmask = _flipped_tile(end_tile - 1, 0, length, offs_t, BLOCK_L, CHUNK)
         lpos, lpos_next = fpos[:, None], fpos[:, None] - 1
         lmask = fmask[:, None] & PREFETCH
         lmask_next = lmask & (lpos >= 1)
@@ -533,7 +540,8 @@ def _scan_bwd_kernel(
         pos_ld = pos_ld1[:, None]
         pos_ld_next = _seq_index(offs_ld + 1, length, direction, PAIRED, REVERSE)[:, None]
         if FLIP_TILES:
-            tpos, tmask = _flipped_tile(tile - PREFETCH, first_tile * BLOCK_L, length, offs_t, BLOCK_L)
+            tpos, tmask = _flipped_tile(tile - PREFETCH, first_tile * BLOCK_L, length, offs_t, BLOCK_L,
+                                        CHUNK)
             pos_ld, pos_ld_next, mask_ld = tpos[:, None], tpos[:, None] - 1, tmask[:, None]
             mask_ld_next = mask_ld & (pos_ld >= 1)
         else:
@@ -554,9 +562,9 @@ def _scan_bwd_kernel(
             u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
         next_mask = offs_l[:, None] + 1 < length
-        u = _steps(u_in.to(DT), FLIP_TILES)
-        dt_raw = _steps(dt_in.to(DT), FLIP_TILES)
-        dt_next = _steps(dtn_in.to(DT), FLIP_TILES)
+        u = _steps(u_in.to(DT), FLIP_TILES, CHUNK)
+        dt_raw = _steps(dt_in.to(DT), FLIP_TILES, CHUNK)
+        dt_next = _steps(dtn_in.to(DT), FLIP_TILES, CHUNK)
         if HAS_BIAS:
             dt_raw += bias[None, :]
             dt_next += bias[None, :]
@@ -566,9 +574,9 @@ def _scan_bwd_kernel(
         else:
             dt = dt_raw
         dt = tl.where(l_mask, dt, 0.0)
-        dout = _steps(dout_in.to(DT), FLIP_TILES)
+        dout = _steps(dout_in.to(DT), FLIP_TILES, CHUNK)
         if FLIP_TILES:  # where this tile's outputs are written: memory order
-            tpos, tmask = _flipped_tile(tile, 0, length, offs_t, BLOCK_L)
+            tpos, tmask = _flipped_tile(tile, 0, length, offs_t, BLOCK_L, CHUNK)
             out_pos, out_mask = tpos[:, None], tmask[:, None]
         else:
             out_pos, out_mask = pos2, l_mask
@@ -583,14 +591,14 @@ def _scan_bwd_kernel(
         _, h = tl.associative_scan((decay, x_in), 0, _combine)
 
         if HAS_Z:
-            zt = _steps(z_in.to(DT), FLIP_TILES)
+            zt = _steps(z_in.to(DT), FLIP_TILES, CHUNK)
             sig = tl.sigmoid(zt)
             y = tl.sum(h * Ct, 1)
             if HAS_D:
                 y += Dv[None, :] * u
             dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-            tl.store(dz_ptr + row_dz[None, :] + out_pos, _steps(dz, FLIP_TILES).to(dz_ptr.dtype.element_ty),
-                     mask=out_mask)
+            tl.store(dz_ptr + row_dz[None, :] + out_pos,
+                     _steps(dz, FLIP_TILES, CHUNK).to(dz_ptr.dtype.element_ty), mask=out_mask)
             dy = dout * zt * sig
         else:
             dy = dout
@@ -612,10 +620,10 @@ def _scan_bwd_kernel(
         ddt = tl.where(l_mask, ddt, 0.0)
         if HAS_BIAS:
             dbias_acc += tl.sum(ddt, 0)
-        tl.store(du_ptr + row_du[None, :] + out_pos, _steps(du, FLIP_TILES).to(du_ptr.dtype.element_ty),
+        tl.store(du_ptr + row_du[None, :] + out_pos, _steps(du, FLIP_TILES, CHUNK).to(du_ptr.dtype.element_ty),
                  mask=out_mask)
-        tl.store(ddelta_ptr + row_ddt[None, :] + out_pos, _steps(ddt, FLIP_TILES).to(ddelta_ptr.dtype.element_ty),
-                 mask=out_mask)
+        tl.store(ddelta_ptr + row_ddt[None, :] + out_pos,
+                 _steps(ddt, FLIP_TILES, CHUNK).to(ddelta_ptr.dtype.element_ty), mask=out_mask)
 
         # dB_t = sum_d g_t dt_t u_t ; dC_t = sum_d h_t dy_t
         gx = g * dtu[:, None, :]
@@ -845,7 +853,8 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
             u_share, *(s for t in (dout, u, delta, z, du, ddelta, dz) for s in _bd_strides(t, vec)),
             *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
             HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
-            SPLIT=n_seg > 1, VEC=vec, **flags, **launch, num_warps=num_warps,
+            SPLIT=n_seg > 1, CHUNK=min(block_l, 16 // u.element_size()), VEC=vec, **flags, **launch,
+            num_warps=num_warps,
         )
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
