@@ -35,8 +35,9 @@ def _run(x, weights, backend, fused, out_norm=True):
     return y.detach(), {k: v.grad for k, v in leaves.items()}
 
 
-# (4, 4, 8, 2): L 32, so the backward-walking groups read their tiles in memory order (flipped tiles)
-CASES = [(4, 7, 9, 1), (4, 5, 3, 4), (2, 6, 4, 1), (1, 7, 9, 4), (4, 1, 5, 2), (4, 4, 8, 2)]
+# L 36 / 24 / 32 (6x6, 6x4, 4x8): the kernels' vector width is 4 / 8 / 16 and the backward-walking groups read
+# their tiles in chunks of memory order (triton_scan._flipped_tile); L 63, 15, 5: element by element
+CASES = [(4, 7, 9, 1), (4, 5, 3, 4), (2, 6, 4, 1), (1, 7, 9, 4), (4, 1, 5, 2), (4, 4, 8, 2), (4, 6, 6, 1)]
 
 
 @needs_triton_cpu

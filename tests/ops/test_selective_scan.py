@@ -200,19 +200,20 @@ VECTOR_WIDTHS = {37: 1, 36: 4, 40: 8, 48: 16}  # L -> the triton kernels' VEC fo
 @pytest.mark.parametrize("backend", ["naive", "torch", pytest.param("triton", marks=needs_triton)])
 def test_reverse_is_the_scan_of_the_flipped_sequence(backend, bc, length, monkeypatch):
     """reverse=True == flip(scan(flip(inputs))) along L: outputs, last state and every gradient; the reference
-    is the plain scan, so the triton kernels' forward direction is checked at each vector width too. With VEC 16
-    (L 48) the triton backward reads its tiles in memory order and flips them in registers
-    (triton_scan._flipped_tile)."""
+    is the plain scan, so the triton kernels' forward direction is checked at each vector width too. Where VEC >=
+    FLIP_TILES_MIN_VEC the triton backward reads its tiles in chunks of memory order and reverses them in registers
+    (triton_scan._flipped_tile): at L 36, 40 and 48, not at L 37."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 8)  # several tiles for the triton kernels
     inputs = make_inputs(2, 4, length, 4, bc=bc, groups=2)
     assert triton_scan._vector_width(length, inputs["u"], inputs["delta"], inputs["z"]) == VECTOR_WIDTHS[length]
+    assert (VECTOR_WIDTHS[length] >= triton_scan.FLIP_TILES_MIN_VEC) == (length != 37)
     _check_reverse(backend, inputs)
     if backend == "triton":  # the reference's own path: the plain scan with these widths, against naive
         assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
 
 
 @needs_triton
-@pytest.mark.parametrize("length", [221, 228, 224], ids=["L221", "L228-VEC4", "L224-VEC16-flipped-tiles"])
+@pytest.mark.parametrize("length", [221, 228, 224], ids=["L221", "L228-VEC4-flipped-tiles", "L224-VEC16-flipped-tiles"])
 @pytest.mark.parametrize("bc", ["step", "fixed"])
 def test_triton_reverse_split(bc, length, monkeypatch):
     """reverse=True with forward and backward split across programs (segments walked from the end)."""

@@ -681,10 +681,11 @@ def _vector_width(length: int, *tensors: Tensor | None) -> int:
     return strides_by_vector(length, *(t for t in tensors if t is not None))[0]
 
 
-# A backward walking scan reads its tiles in memory order and flips them in registers (FLIP_TILES) only where
-# VEC >= FLIP_TILES_MIN_VEC. With scalar loads the flips only cost shuffles (H100, VMamba-T's 14x14 stage:
-# paired backward 515 -> 607 us with flipped tiles of scalar loads).
-FLIP_TILES_MIN_VEC = 16
+# A backward walking scan reads its tiles in memory order and reverses them in registers (FLIP_TILES) only where
+# VEC >= FLIP_TILES_MIN_VEC: with scalar loads the reversal is pure cost (H100, VMamba-T's 14x14 stage, L 196:
+# paired backward 515 -> 607 us with whole tiles flipped across lanes and scalar loads; with VEC 4 and chunks
+# reversed inside each thread 512 -> 464 us, the VMamba-T training step 67.29 -> 66.88 ms; benchmarks/NOTES.md).
+FLIP_TILES_MIN_VEC = 4
 
 
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
