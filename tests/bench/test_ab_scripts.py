@@ -1,0 +1,95 @@
+"""benchmarks/ab.py (revisions side by side) and benchmarks/model_step.py (one model's step) on CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ab = _load("ab")
+needs_git = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
+                               reason="needs a git checkout")
+
+
+def _fake_tree(folder: Path, name: str) -> Path:
+    tree = folder / name
+    (tree / "mambaeye").mkdir(parents=True)
+    (tree / "mambaeye" / "__init__.py").write_text(f"WHERE = {name!r}\n")
+    return tree
+
+
+def test_tree_names_are_folder_safe():
+    assert ab.tree_name("main") == "main"
+    assert ab.tree_name("HEAD~1") == "HEAD_1"
+    assert ab.tree_name("origin/feature x") == "origin_feature_x"
+
+
+def test_run_imports_each_trees_own_package_interleaved(tmp_path, capsys):
+    """Each run imports the mambaeye of its tree (not the installed one), in round-major order, output tagged."""
+    for name in ("b", "a"):
+        _fake_tree(tmp_path, name)
+    code = "import mambaeye, pathlib; print(mambaeye.WHERE, pathlib.Path.cwd().name)"
+    assert ab.main(["run", str(tmp_path), "--rounds", "2", "--", "-c", code]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "|" in line]
+    assert lines == ["a r1 | a a", "b r1 | b b", "a r2 | a a", "b r2 | b b"]
+
+
+def test_run_substitutes_the_tree_name_and_keeps_going_after_a_failure(tmp_path, capsys):
+    for name in ("good", "bad"):
+        _fake_tree(tmp_path, name)
+    code = "import sys; print('arg', sys.argv[1]); sys.exit(3 if sys.argv[1] == 'out-bad' else 0)"
+    assert ab.main(["run", str(tmp_path), "--trees", "bad", "good", "--", "-c", code, "out-{tree}"]) == 1
+    out = capsys.readouterr().out
+    assert "bad r1 | arg out-bad" in out and "bad r1 | FAILED with exit status 3" in out
+    assert "good r1 | arg out-good" in out and "failed runs: bad r1" in out
+
+
+def test_run_refuses_missing_trees_and_empty_commands(tmp_path):
+    with pytest.raises(SystemExit, match="no mambaeye source tree"):
+        ab.main(["run", str(tmp_path), "--", "-c", "pass"])
+    _fake_tree(tmp_path, "a")
+    with pytest.raises(SystemExit, match="no mambaeye source tree"):
+        ab.main(["run", str(tmp_path), "--trees", "a", "missing", "--", "-c", "pass"])
+    with pytest.raises(SystemExit, match="give the command"):
+        ab.main(["run", str(tmp_path), "--"])
+
+
+@needs_git
+def test_prepare_archives_a_revision_and_the_worktree(tmp_path):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    trees = ab.prepare(["HEAD", ab.WORKTREE], tmp_path, ROOT)
+    assert [t.name for t in trees] == ["HEAD", "WORKTREE"]
+    for tree in trees:
+        assert (tree / "mambaeye" / "__init__.py").is_file() and (tree / "README.md").is_file()
+        assert not (tree / ".git").exists()
+    assert (trees[0] / "REVISION").read_text() == f"HEAD {head}\n"
+    with pytest.raises(SystemExit, match="not a revision"):
+        ab.prepare(["no-such-revision-anywhere"], tmp_path, ROOT)
+
+
+def test_model_step_times_a_model_on_cpu(capsys):
+    model_step = _load("model_step")
+    argv = ["vmamba_tiny", "--device", "cpu", "--size", "32", "--batch", "1", "--dtype", "fp32", "--warmup", "1",
+            "--repeats", "1"]
+    assert model_step.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["infer", "train"]
+    for line in lines:
+        ms = float(line.split(": ")[1].split(" ms")[0])
+        assert ms > 0 and "img/s (eager)" in line
+    with pytest.raises(SystemExit):
+        model_step.main(["not_a_model", "--device", "cpu"])
