@@ -177,7 +177,7 @@ def main() -> None:
         for i, (grid, call_args, call_kwargs) in enumerate(recorder.calls):
             compiled, num_warps = _compile(recorder.fn, call_args, call_kwargs)
             blocks = {k: v for k, v in call_kwargs.items()
-                      if k.startswith("BLOCK") or k in ("PREFETCH", "REVERSE", "FLIP_TILES", "VEC")}
+                      if k.startswith("BLOCK") or k in ("PREFETCH", "REVERSE", "FLIP_TILES", "CHUNK", "VEC")}
             print(f"== {name} at {where}: grid {grid}, {num_warps} warps, {blocks}")
             sass, usage = _sass(compiled)
             print("  ", _sass_report(sass, usage))
