@@ -199,16 +199,16 @@ VECTOR_WIDTHS = {37: 1, 36: 4, 40: 8, 48: 16}  # L -> the triton kernels' VEC fo
 @pytest.mark.parametrize("bc", ["step", "fixed", "grouped"])
 @pytest.mark.parametrize("backend", ["naive", "torch", pytest.param("triton", marks=needs_triton)])
 def test_reverse_is_the_scan_of_the_flipped_sequence(backend, bc, length, monkeypatch):
-    """reverse=True == flip(scan(flip(inputs))) along L: outputs, last state and every gradient; the reference
-    is the plain scan, so the triton kernels' forward direction is checked at each vector width too. Where VEC >=
-    FLIP_TILES_MIN_VEC the triton backward reads its tiles in chunks of memory order and reverses them in registers
-    (triton_scan._flipped_tile): at L 36, 40 and 48, not at L 37."""
+    """reverse=True == flip(scan(flip(inputs))) along L: outputs, last state and every gradient (against the naive
+    recurrence on flipped inputs); with the triton backend the plain scan at the same vector width is checked too.
+    Where VEC >= FLIP_TILES_MIN_VEC the triton backward reads its tiles in chunks of memory order and reverses them
+    in registers (triton_scan._flipped_tile): at L 36, 40 and 48, not at L 37."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 8)  # several tiles for the triton kernels
     inputs = make_inputs(2, 4, length, 4, bc=bc, groups=2)
     assert triton_scan._vector_width(length, inputs["u"], inputs["delta"], inputs["z"]) == VECTOR_WIDTHS[length]
     assert (VECTOR_WIDTHS[length] >= triton_scan.FLIP_TILES_MIN_VEC) == (length != 37)
     _check_reverse(backend, inputs)
-    if backend == "triton":  # the reference's own path: the plain scan with these widths, against naive
+    if backend == "triton":  # the plain (forward walking) scan at this vector width
         assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
 
 
