@@ -7,8 +7,9 @@ reverse scan, forward and backward separately.
 
 The three orders do the same arithmetic on the same bytes (the plain scan reads u once per group instead of once a
 pair), so the differences are the visiting order's: a backward walking tile's positions descend, and where L and
-the strides are multiples of 16 the backward kernel reads such tiles in memory order and flips them in registers
-(``FLIP_TILES`` in mambaeye.ops.selective_scan.triton_scan; a paired backward then runs as two launches). Calls the
+the strides are multiples of 4 or more the backward kernel reads such tiles in chunks of memory order and reverses
+each chunk in registers (``FLIP_TILES`` in mambaeye.ops.selective_scan.triton_scan; a paired backward then runs as
+two launches). Calls the
 kernels' launchers (selective_scan_fwd / selective_scan_bwd) directly, bf16 u / delta / B / C, fp32 A / D /
 delta_bias, softplus on, 4 groups of B/C (VMamba's directions). Times are a call's share of CUDA-graph replays
 (mambaeye.bench._common.graph_replay_ms). Writes benchmarks/results/<card>/scan_directions.{md,json}.
