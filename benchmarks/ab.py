@@ -116,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     pp.add_argument("revs", nargs="+", help=f"revisions to compare; {WORKTREE} = the checkout's uncommitted state")
     pp.add_argument("--into", type=Path, required=True, help="folder for the trees")
     pp.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent)
-    pr = sub.add_parser("run", help="run a python command on each tree, interleaved (no git needed)")
+    pr = sub.add_parser("run", help="run a python command on each tree, interleaved (no git needed)",
+                        usage="ab.py run FOLDER [--trees NAME ...] [--rounds N] -- PYTHON_ARGS ...",
+                        epilog="after the options: -- and then python3's arguments (a script and its options)")
     pr.add_argument("folder", type=Path, help="the folder `prepare` filled")
     pr.add_argument("--trees", nargs="+", default=None, help="tree names, in run order (default: all, sorted)")
     pr.add_argument("--rounds", type=int, default=1)
-    p.epilog = "run: after the options, -- and then python3's arguments (a script and its options)"
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     argv, args = argv[:split], argv[split + 1:]
