@@ -1,4 +1,5 @@
-"""benchmarks/ab.py (revisions side by side) and benchmarks/model_step.py (one model's step) on CPU."""
+"""Benchmark scripts on CPU: benchmarks/ab.py (revisions side by side), model_step.py (one model's step) and
+bias_gelu_sweep.py (the bias + GELU tile shapes, each checked against the default)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from mambaeye.ops import available_backends
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +96,15 @@ def test_model_step_times_a_model_on_cpu(capsys):
         assert ms > 0 and "img/s (eager)" in line
     with pytest.raises(SystemExit):
         model_step.main(["not_a_model", "--device", "cpu"])
+
+
+@pytest.mark.skipif("triton" not in available_backends("cpu"), reason="triton is not installed")
+def test_bias_gelu_sweep_checks_every_tile_shape_on_cpu(capsys):
+    """Every candidate (BLOCK_L dividing L = 49 gives 4096 rows x 1 position, 49 position blocks) gives the
+    default's y, dx and dbias (the script asserts it) and a timed row."""
+    sweep = _load("bias_gelu_sweep")
+    assert sweep.pow2_divisor(3136) == 64 and sweep.pow2_divisor(49) == 1
+    assert sweep.main(["--device", "cpu", "--batch", "1", "--stages", "4", "--tiles", "4096"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 4 ")]
+    assert [r.split(" | ")[1] for r in rows] == ["default", "divisor", "16"]  # 64 and 256 are the default at L 49
+    assert "4096 x 1, 49" in rows[1]
