@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,9 @@ WORKTREE = "WORKTREE"
 
 def tree_name(rev: str) -> str:
     """A folder name for a revision: main -> main, HEAD~1 -> HEAD_1, origin/x -> origin_x."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", rev)
+    from mambaeye.bench._common import slug  # here, not at the top: `run` needs no mambaeye outside the trees
+
+    return slug(rev)
 
 
 def resolve(rev: str, repo: Path) -> str:

@@ -34,21 +34,14 @@ def pow2_divisor(length: int) -> int:
     return length & -length
 
 
-def config_for(block_l: str | int, tile: int):
-    """A replacement for triton_bias_gelu._config: (BLOCK_R, BLOCK_L, position blocks, programs)."""
-
-    def config(rows: int, length: int) -> tuple[int, int, int, int]:
-        if block_l == "default":
-            bl = min(1024, triton.next_power_of_2(max(length, 1)))
-        elif block_l == "divisor":
-            bl = min(1024, pow2_divisor(length))
-        else:
-            bl = min(int(block_l), triton.next_power_of_2(max(length, 1)))
-        br = max(1, tile // bl)
-        n_lblocks = triton.cdiv(length, bl)
-        return br, bl, n_lblocks, triton.cdiv(rows, br) * n_lblocks
-
-    return config
+def block_l_for(choice: str | int, length: int) -> int | None:
+    """BLOCK_L for a sweep choice: None (the kernel's default), the largest power of two dividing L ("divisor"), or
+    a fixed BLOCK_L no longer than the default's next_pow2(L)."""
+    if choice == "default":
+        return None
+    if choice == "divisor":
+        return min(1024, pow2_divisor(length))
+    return min(int(choice), triton.next_power_of_2(max(length, 1)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             seen = set()
             for block_l in BLOCK_LS:
                 for tile in a.tiles:
-                    bg._config = config_for(block_l, tile)
+                    bg._config = functools.partial(default_config, block_l=block_l_for(block_l, length), tile=tile)
                     block_r, bl, n_lblocks, _ = bg._config(a.batch * 4 * channels, length)
                     if (block_r, bl) in seen:  # e.g. BLOCK_L 64 at L 49 is the default
                         continue

@@ -70,10 +70,12 @@ def _bias_gelu_bwd_kernel(dy_ptr, x_ptr, bias_ptr, dx_ptr, dbias_part_ptr, rows,
     tl.store(part, tl.sum(dx, 1), mask=(b * dim + c) < rows)
 
 
-def _config(rows: int, length: int) -> tuple[int, int, int, int]:
-    """(BLOCK_R, BLOCK_L, number of position blocks, number of programs)."""
-    block_l = min(1024, triton.next_power_of_2(max(length, 1)))
-    block_r = max(1, TILE // block_l)
+def _config(rows: int, length: int, block_l: int | None = None, tile: int = TILE) -> tuple[int, int, int, int]:
+    """(BLOCK_R, BLOCK_L, number of position blocks, number of programs). ``block_l`` / ``tile`` replace the
+    default BLOCK_L (next_power_of_2(L), at most 1024) and TILE for benchmarks/bias_gelu_sweep.py."""
+    if block_l is None:
+        block_l = min(1024, triton.next_power_of_2(max(length, 1)))
+    block_r = max(1, tile // block_l)
     n_lblocks = triton.cdiv(length, block_l)
     return block_r, block_l, n_lblocks, triton.cdiv(rows, block_r) * n_lblocks
 
