@@ -138,6 +138,46 @@ class _GridRecorder:
         return self.kernel[grid]
 
 
+class _LaunchRecorder:
+    """Wraps a @triton.jit kernel: ``kernel[grid](...)`` launches it and appends its constexpr tile shape."""
+
+    def __init__(self, kernel, launches):
+        self.kernel, self.launches = kernel, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches.append((kwargs["BLOCK_D"], kwargs["BLOCK_L"], kwargs["num_warps"]))
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "dstate,min_programs,with_states,no_states",
+    [
+        (16, None, (16, 8, 1), (16, 8, 1)),  # 16 channels: 64 elements a thread, the tile length of the backward
+        (16, 2, (8, 8, 1), (8, 16, 1)),  # 16 channels would split L (1 program < 2 <= 2): 8, and 16 steps if free
+        (1, None, (8, 32, 1), (8, 64, 1)),  # N=1: 32 steps with saved states, 64 without
+    ],
+    ids=["N16-16ch", "N16-8ch", "N1"],
+)
+def test_triton_forward_tile_without_saved_states(monkeypatch, dstate, min_programs, with_states, no_states):
+    """The forward picks its tile (_launch_config): a forward that saves no states (inference) may take longer
+    tiles than the backward's, whose length the saved states follow. Both forms against the naive recurrence."""
+    if min_programs is not None:
+        monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", min_programs)
+    launches = []
+    monkeypatch.setattr(triton_scan, "_scan_fwd_kernel", _LaunchRecorder(triton_scan._scan_fwd_kernel, launches))
+    inputs = make_inputs(1, 16, 70, dstate, bc="step")
+    ref = _ref(inputs, True)
+    assert_matches(scan_with_grads(inputs, "triton", True), ref, tol=1e-10)
+    with torch.no_grad():
+        out, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="triton")
+    assert rel_err(out, ref[0]) < 1e-10 and rel_err(last, ref[1]) < 1e-10
+    assert launches == [with_states, no_states]
+
+
 @needs_triton
 @pytest.mark.parametrize("prefetch", [False, True], ids=["plain", "prefetch"])
 def test_triton_prefetch_switch(monkeypatch, prefetch):

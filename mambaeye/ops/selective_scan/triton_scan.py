@@ -62,13 +62,19 @@ def _block_n(dstate: int) -> int:
 
 
 # Longest tile in steps; tests lower it to force many tiles at small L.
-MAX_TILE_L = 32
+MAX_TILE_L = 64
 
 
-def _block_l(length: int, dstate: int) -> int:
-    """Steps per tile, held inside each thread. Also the spacing of the saved states: depends on (L, N) only."""
-    cap = min(MAX_TILE_L, 8 if _block_n(dstate) >= 8 else 32)  # H100 sweep: N=16 -> 8 steps, N=1 -> 32
-    return max(2, min(triton.next_power_of_2(length), cap))
+def _block_l(length: int, dstate: int, free: bool = False) -> int:
+    """Steps per tile, held inside each thread. Also the spacing of the saved states, so the same in forward and
+    backward: depends on (L, N) only. ``free``: a forward that saves no states (inference) may take longer tiles.
+    H100 sweeps (benchmarks/scan_sweep.py): with states N=16 -> 8 steps, N=1 -> 32; free N=1 -> 64 (VMamba-T
+    stage 1 forward 0.500 -> 0.462 ms); free N=16 -> 16 where the forward keeps 8-channel blocks (_launch_config)."""
+    if free:
+        cap = 16 if _block_n(dstate) >= 8 else 64
+    else:
+        cap = 8 if _block_n(dstate) >= 8 else 32
+    return max(2, min(triton.next_power_of_2(length), cap, MAX_TILE_L))
 
 
 def num_state_chunks(batch: int, dim: int, length: int, dstate: int) -> int:
@@ -114,18 +120,21 @@ def _adjoint_tile(decay, decay_next, c, carry, offs_t, BLOCK_L: tl.constexpr):
 
 
 @triton.jit
-def _load_bc(ptr, stride_n, offs_d, offs_n, offs_l, pos, dstate, length, FIXED: tl.constexpr, DT: tl.constexpr):
+def _load_bc(ptr, stride_n, offs_d, offs_n, pos, step_mask, dstate, FIXED: tl.constexpr, DT: tl.constexpr):
     """B or C as a tile that broadcasts against (BLOCK_L, BLOCK_N, BLOCK_D).
 
-    fixed (D, N) -> (1, BLOCK_N, BLOCK_D); per step (B, G, N, L) -> (BLOCK_L, BLOCK_N, 1), scan step offs_l
-    read at memory position pos (see _seq_index); ptr then points at this program's (batch, group) (N, L) block.
+    fixed (D, N) -> (1, BLOCK_N, BLOCK_D); per step (B, G, N, L) -> (BLOCK_L, BLOCK_N, 1), the tile's steps read at
+    memory positions pos (see _seq_index) where step_mask (BLOCK_L,) holds; ptr then points at this program's
+    (batch, group) (N, L) block. The mask is built from comparisons of the step index with bounds that are
+    multiples of BLOCK_L or VEC, so that the compiler sees it constant over aligned groups of steps and loads
+    them with vector instructions (a tl.where on the step index hides that: one 2-byte load a step).
     """
     if FIXED:
         ptrs = ptr + offs_d[None, :] * dstate + offs_n[:, None]
         tile = tl.load(ptrs, mask=offs_n[:, None] < dstate, other=0.0).to(DT)[None, :, :]
     else:
         ptrs = ptr + offs_n[None, :] * stride_n + pos[:, None]
-        mask = (offs_n[None, :] < dstate) & (offs_l[:, None] < length) & (offs_l[:, None] >= 0)
+        mask = (offs_n[None, :] < dstate) & step_mask[:, None]
         tile = tl.load(ptrs, mask=mask, other=0.0).to(DT)[:, :, None]
     return tile
 
@@ -212,8 +221,7 @@ def _scan_segment_kernel(
         if SOFTPLUS:
             dt = _softplus(dt)
         dt = tl.where(l_mask, dt, 0.0)
-        Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_l, pos, dstate, length, B_FIXED,
-                      DT)
+        Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, pos, offs_l < length, dstate, B_FIXED, DT)
         decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
         x = (dt * u)[:, None, :] * Bt
         x = tl.where(offs_t[:, None, None] == 0, x + decay * h[None, :, :], x)
@@ -291,10 +299,8 @@ def _scan_fwd_kernel(
     u_in = tl.load(u_ptr + row_u[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
     dt_in = tl.load(delta_ptr + row_dt[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
     z_in = tl.load(z_ptr + row_z[None, :] + pos_first[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
-    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_first, pos_first, dstate, length,
-                  B_FIXED, DT)
-    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_first, pos_first, dstate, length,
-                  C_FIXED, DT)
+    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, pos_first, offs_first < length, dstate, B_FIXED, DT)
+    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, pos_first, offs_first < length, dstate, C_FIXED, DT)
     for tile in range(first_tile, end_tile):
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
@@ -305,12 +311,10 @@ def _scan_fwd_kernel(
         u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
         dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
         z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld[:, None], mask=mask_ld & HAS_Z, other=0.0)
-        offs_bc = tl.where(offs_ld < end_tile * BLOCK_L, offs_ld, length)  # past the segment: masked out
-        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_bc, pos_ld, dstate, length,
-                         B_FIXED, DT)
+        bc_ld = (offs_ld < length) & (offs_ld < end_tile * BLOCK_L)  # past the segment: masked out
+        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, pos_ld, bc_ld, dstate, B_FIXED, DT)
         if PREFETCH:
-            Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_ld, dstate, length,
-                             C_FIXED, DT)
+            Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, pos_ld, bc_ld, dstate, C_FIXED, DT)
         else:
             u_in, dt_in, z_in, Bt = u_ld, dt_ld, z_ld, Bt_ld
 
@@ -332,7 +336,7 @@ def _scan_fwd_kernel(
         _, hs = tl.associative_scan((decay, x), 0, _combine)
         if not PREFETCH:  # C loaded only now, not live during the scan: 160 -> 128 registers (H100 fwd ms:
             # vmamba_v0_stage1 1.46 -> 1.26, vim_ti_224 0.173 -> 0.168, long_1d 0.945 -> 0.934)
-            Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_ld, dstate, length, C_FIXED, DT)
+            Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, pos_ld, bc_ld, dstate, C_FIXED, DT)
         y = tl.sum(hs * Ct, 1)  # (BL, BD)
         h = tl.sum(tl.where(offs_t[:, None, None] == BLOCK_L - 1, hs, 0.0), 0)
 
@@ -406,7 +410,7 @@ def _scan_bwd_segment_kernel(
             dt = _softplus(dt)
             dt_next = _softplus(dt_next)
         dt = tl.where(l_mask, dt, 0.0)
-        Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_l, pos, dstate, length, C_FIXED, DT)
+        Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, pos, offs_l < length, dstate, C_FIXED, DT)
         decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
         decay_next = tl.exp2(dt_next[:, None, :] * A2[None, :, :])  # past the end it meets g = 0 only
         _, carry = _adjoint_tile(decay, decay_next, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
@@ -524,10 +528,8 @@ def _scan_bwd_kernel(
     dout_in = tl.load(dout_ptr + row_do[None, :] + lpos, mask=lmask, other=0.0)
     z_in = tl.load(z_ptr + row_z[None, :] + lpos, mask=lmask & HAS_Z, other=0.0)
     # per-step B and C (one element a lane: no vector loads either way) always in step order
-    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, last, lpos1, dstate, length, B_FIXED,
-                  DT)
-    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, last, lpos1, dstate, length, C_FIXED,
-                  DT)
+    Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, lpos1, last < length, dstate, B_FIXED, DT)
+    Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, lpos1, last < length, dstate, C_FIXED, DT)
     for i in range(first_tile, end_tile):
         tile = first_tile + end_tile - 1 - i
         offs_l = tile * BLOCK_L + offs_t
@@ -551,13 +553,9 @@ def _scan_bwd_kernel(
         dtn_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld_next, mask=mask_ld_next, other=0.0)
         dout_ld = tl.load(dout_ptr + row_do[None, :] + pos_ld, mask=mask_ld, other=0.0)
         z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
-        offs_bc = offs_ld
-        if SPLIT:
-            offs_bc = tl.where(offs_ld >= first_tile * BLOCK_L, offs_ld, -1)  # before the segment: masked out
-        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
-                         B_FIXED, DT)
-        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, offs_bc, pos_ld1, dstate, length,
-                         C_FIXED, DT)
+        bc_ld = (offs_ld < length) & (offs_ld >= first_tile * BLOCK_L)  # before the segment: masked out
+        Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, pos_ld1, bc_ld, dstate, B_FIXED, DT)
+        Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, pos_ld1, bc_ld, dstate, C_FIXED, DT)
         if not PREFETCH:
             u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
@@ -688,25 +686,37 @@ def _vector_width(length: int, *tensors: Tensor | None) -> int:
 FLIP_TILES_MIN_VEC = 4
 
 
-def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool):
+def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool,
+                   save_states: bool = True):
     """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps, PREFETCH): lanes over channels and states, L inside each thread.
 
-    From benchmarks/scan_sweep.py on an H100 (table in benchmarks/NOTES.md): small tiles of 8 channels and one
-    warp win - more programs in flight hide the latency of the sequential loop, and the backward's larger live
-    set does not spill. With too few programs (long sequences at small batch: below MIN_PROGRAMS) forward and
-    backward split the sequence (_num_segments); between MIN_PROGRAMS and 2048 programs of 8 the backward
-    narrows its channel blocks to 4 instead (long_1d). vim_ti_1248 bwd: 2.00 ms unsplit with 4 channels,
-    1.90 split with 4, 1.40 split with 8. Loading the next tile ahead pays for small N, where the loop is
-    memory-bound. (It also paid in the backward below 1024 programs - vim_ti_1248 fwd+bwd 2.88 -> 2.55 ms
-    before the backward split; split, it makes no difference there (1.402 vs 1.403 ms) and spills.)
+    From benchmarks/scan_sweep.py on an H100 (tables in benchmarks/NOTES.md): small tiles and one warp win - more
+    programs in flight hide the latency of the sequential loop, and the backward's larger live set does not
+    spill. The backward takes 8 channels; between MIN_PROGRAMS and 2048 programs of 8 it narrows them to 4
+    (long_1d). The forward at N >= 8 takes 16 channels (a warp's tile of 2048 elements: 64 a thread) unless that
+    alone would drop it below MIN_PROGRAMS and split the sequence; then 8 channels and, when it saves no states,
+    16 steps (the same 2048 elements). Forward without saved states (ms): vim_ti_224 0.153 -> 0.130 (16
+    channels), vmamba_v0_stage1 1.024 -> 0.780 (16 channels), long_1d 0.776 -> 0.696 (8 x 16 steps; 16
+    channels would split it: 0.863), vim_ti_1248 0.525 -> 0.454 (split either way). With too few programs
+    (long sequences at small batch: below MIN_PROGRAMS) forward and backward split the sequence
+    (_num_segments). vim_ti_1248 bwd: 2.00 ms unsplit with 4 channels, 1.90 split with 4, 1.40 split with 8.
+    Loading the next tile ahead pays for small N, where the loop is memory-bound. (It also paid in the backward
+    below 1024 programs - vim_ti_1248 fwd+bwd 2.88 -> 2.55 ms before the backward split; split, it makes no
+    difference there (1.402 vs 1.403 ms) and spills.)
     """
     block_n = _block_n(dstate)
-    block_l = _block_l(length, dstate)
-    wanted = 8
-    if backward and MIN_PROGRAMS <= batch * dim // wanted < 2048:  # below MIN_PROGRAMS the sequence is split
-        wanted = 4
-    block_d = _block_d(dim, math.lcm(_groups(B), _groups(C)), wanted)
-    num_warps = min(8, max(1, block_d * block_n * block_l // (32 * 32)))
+    groups = math.lcm(_groups(B), _groups(C))
+    if backward:
+        wanted = 4 if MIN_PROGRAMS <= batch * dim // 8 < 2048 else 8  # below MIN_PROGRAMS the sequence is split
+    elif block_n >= 8 and not batch * dim // 16 < MIN_PROGRAMS <= batch * dim // 8:
+        wanted = 16
+    else:
+        wanted = 8
+    block_d = _block_d(dim, groups, wanted)
+    free = not backward and not save_states and (block_n < 8 or block_d == 8)
+    block_l = _block_l(length, dstate, free)
+    tile = block_d * block_n * block_l
+    num_warps = min(8, max(1, tile // (1024 if backward else 2048)))
     return block_d, block_n, block_l, num_warps, block_n < 8
 
 
@@ -756,7 +766,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     u_dim, u_share = _u_sharing(u, delta, B, paired, reverse)
     dstate = A.shape[1]
     state_dtype, DT = compute_dtype(u)
-    block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, False)
+    block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, False,
+                                                                    bool(save_states))
     n_tiles = triton.cdiv(length, block_l)
     out = torch.empty_like(delta, dtype=u.dtype)  # delta's layout when it is dense, else contiguous
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=state_dtype)
