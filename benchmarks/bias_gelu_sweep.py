@@ -5,7 +5,8 @@
     TRITON_INTERPRET=1 python benchmarks/bias_gelu_sweep.py --device cpu --batch 1 --stages 4   # a smoke run
 
 VMamba-T's MLP activation is (B, 4C, L) with L = 49 * 2^k at every stage (3136, 784, 196, 49), so the default
-BLOCK_L = next_pow2(L) (at most 1024) leaves about 23% of each tile's lanes masked. The candidates are BLOCK_L the
+BLOCK_L = next_pow2(L) (at most triton_bias_gelu.MAX_BLOCK_L: 1024 until the sweep of 2026-12-06 chose 256) leaves
+some of each tile's lanes masked (23% at 1024). The candidates are BLOCK_L the
 largest power of two dividing L ("divisor": 64, 16, 4, 1 at the four stages; no masked lanes, more position
 blocks, a larger dbias partial buffer) and fixed BLOCK_L, each at TILE elements a program
 (mambaeye.ops.bias_gelu.triton_bias_gelu._config). Every configuration's y, dx and dbias are checked against the

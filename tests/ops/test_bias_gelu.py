@@ -24,7 +24,7 @@ def test_reference_is_gelu_of_x_plus_bias():
     assert bias_gelu_channel_first_ref(x.bfloat16(), b.float()).dtype == torch.bfloat16
 
 
-CASES = {  # name: x maker; L = 1500 crosses the kernel's 1024-position blocks
+CASES = {  # name: x maker; L = 1500 crosses several of the kernel's position blocks (MAX_BLOCK_L)
     "B2-C5-L1500": lambda dt: torch.randn(2, 5, 1500, dtype=dt),
     "B3-C4-7x9": lambda dt: torch.randn(3, 4, 7, 9, dtype=dt),
     "B1-C3-2x3x5": lambda dt: torch.randn(1, 3, 2, 3, 5, dtype=dt),

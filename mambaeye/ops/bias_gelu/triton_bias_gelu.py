@@ -19,6 +19,10 @@ from .._layout import strides_by_vector
 from ..selective_scan.triton_scan import compute_dtype
 
 TILE = 4096  # elements a program
+# Positions a program's rows span, at most. H100, VMamba-T's MLP at batch 128 (benchmarks/bias_gelu_sweep.py,
+# benchmarks/NOTES.md): at the 56x56 stage (L 3136) 256 positions instead of 1024 take the forward 306 -> 256 us and
+# the backward 448 -> 375 us; at 28x28 (L 784) 152 / 222 vs 149 / 218 us; L <= 256 is unchanged.
+MAX_BLOCK_L = 256
 
 
 @triton.jit
@@ -72,9 +76,9 @@ def _bias_gelu_bwd_kernel(dy_ptr, x_ptr, bias_ptr, dx_ptr, dbias_part_ptr, rows,
 
 def _config(rows: int, length: int, block_l: int | None = None, tile: int = TILE) -> tuple[int, int, int, int]:
     """(BLOCK_R, BLOCK_L, number of position blocks, number of programs). ``block_l`` / ``tile`` replace the
-    default BLOCK_L (next_power_of_2(L), at most 1024) and TILE for benchmarks/bias_gelu_sweep.py."""
+    default BLOCK_L (next_power_of_2(L), at most MAX_BLOCK_L) and TILE for benchmarks/bias_gelu_sweep.py."""
     if block_l is None:
-        block_l = min(1024, triton.next_power_of_2(max(length, 1)))
+        block_l = min(MAX_BLOCK_L, triton.next_power_of_2(max(length, 1)))
     block_r = max(1, tile // block_l)
     n_lblocks = triton.cdiv(length, block_l)
     return block_r, block_l, n_lblocks, triton.cdiv(rows, block_r) * n_lblocks
