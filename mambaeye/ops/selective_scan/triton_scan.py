@@ -62,18 +62,18 @@ def _block_n(dstate: int) -> int:
 
 
 # Longest tile in steps; tests lower it to force many tiles at small L.
-MAX_TILE_L = 64
+MAX_TILE_L = 32
 
 
 def _block_l(length: int, dstate: int, free: bool = False) -> int:
     """Steps per tile, held inside each thread. Also the spacing of the saved states, so the same in forward and
     backward: depends on (L, N) only. ``free``: a forward that saves no states (inference) may take longer tiles.
-    H100 sweeps (benchmarks/scan_sweep.py): with states N=16 -> 8 steps, N=1 -> 32; free N=1 -> 64 (VMamba-T
-    stage 1 forward 0.500 -> 0.462 ms); free N=16 -> 16 where the forward keeps 8-channel blocks (_launch_config)."""
-    if free:
-        cap = 16 if _block_n(dstate) >= 8 else 64
-    else:
-        cap = 8 if _block_n(dstate) >= 8 else 32
+    H100 sweeps (benchmarks/scan_sweep.py): with states N=16 -> 8 steps, N=1 -> 32; free N=16 -> 16 where the
+    forward keeps 8-channel blocks (_launch_config). Free N=1 stays at 32: 64 took the plain scan's forward at
+    VMamba-T's stage 1 0.500 -> 0.462 ms, but VMamba-T inference 21.56 -> 22.05 ms (the fused SS2D scans)."""
+    cap = 8 if _block_n(dstate) >= 8 else 32
+    if free and _block_n(dstate) >= 8:
+        cap = 16
     return max(2, min(triton.next_power_of_2(length), cap, MAX_TILE_L))
 
 
