@@ -24,9 +24,8 @@ import os
 import torch
 import triton
 
-from mambaeye.bench._common import graph_replay_ms, median_ms
+from mambaeye.bench._common import VMAMBA_T_STAGES, graph_replay_ms, median_ms
 
-VMAMBA_T_STAGES = {1: (96, 56), 2: (192, 28), 3: (384, 14), 4: (768, 7)}  # channels, grid side
 BLOCK_LS = ("default", "divisor", 16, 64, 256)
 
 

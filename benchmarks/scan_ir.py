@@ -30,13 +30,11 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from mambaeye.bench._common import VMAMBA_T_STAGES
 from mambaeye.bench.scan import SHAPES, make_inputs
 from mambaeye.ops.bias_gelu import triton_bias_gelu
 from mambaeye.ops.layer_norm import triton_norm
 from mambaeye.ops.selective_scan import triton_scan
-
-# VMamba-T's stages at batch 128: (channels, grid side)
-VMAMBA_T_STAGES = {1: (96, 56), 2: (192, 28), 3: (384, 14), 4: (768, 7)}
 
 _TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.float64: "*fp64"}
 

@@ -24,6 +24,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIB = 1024 * 1024
 CALLS_PER_GRAPH = 10  # graph_replay_ms: calls of fn captured in one graph
 GRAPH_REPEATS = 10  # graph_replay_ms: timed replays, median taken
+# VMamba-T at 224²: stage -> (channels, grid side); the shapes of the kernel scripts in benchmarks/
+VMAMBA_T_STAGES = {1: (96, 56), 2: (192, 28), 3: (384, 14), 4: (768, 7)}
 
 
 def card_name(device: str) -> str:
