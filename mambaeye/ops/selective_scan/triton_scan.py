@@ -713,9 +713,8 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
     else:
         wanted = 8
     block_d = _block_d(dim, groups, wanted)
-    free = not backward and not save_states and (block_n < 8 or block_d == 8)
-    block_l = _block_l(length, dstate, free)
-    tile = block_d * block_n * block_l
+    block_l = _block_l(length, dstate, free=not backward and not save_states and block_d == 8)
+    tile = block_d * block_n * block_l  # one warp per 1024 elements of a backward tile, 2048 of a forward one
     num_warps = min(8, max(1, tile // (1024 if backward else 2048)))
     return block_d, block_n, block_l, num_warps, block_n < 8
 
