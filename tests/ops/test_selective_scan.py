@@ -119,34 +119,24 @@ def test_triton_sequence_split(monkeypatch, bc, groups, prefetch):
     assert triton_scan._num_segments(4, triton_scan.num_state_chunks(2, 4, 221, 4)) == 3  # 56 tiles of 4 steps
     grids = {}
     for name in ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_segment_kernel", "_scan_bwd_kernel"):
-        monkeypatch.setattr(triton_scan, name, _GridRecorder(getattr(triton_scan, name), grids.setdefault(name, [])))
+        monkeypatch.setattr(triton_scan, name, _LaunchRecorder(getattr(triton_scan, name), grids.setdefault(name, [])))
     inputs = make_inputs(2, 4, 221, 4, bc=bc, groups=groups)
     assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
     # 3 segments: summaries of the segments whose state (forward) or carry (backward) another one reads
-    assert [g[2] for g in grids["_scan_segment_kernel"] + grids["_scan_bwd_segment_kernel"]] == [2, 2]
-    assert [g[2] for g in grids["_scan_fwd_kernel"] + grids["_scan_bwd_kernel"]] == [3, 3]
-
-
-class _GridRecorder:
-    """Wraps a @triton.jit kernel: ``kernel[grid](...)`` launches it and appends grid to ``grids``."""
-
-    def __init__(self, kernel, grids):
-        self.kernel, self.grids = kernel, grids
-
-    def __getitem__(self, grid):
-        self.grids.append(grid)
-        return self.kernel[grid]
+    assert [g[2] for g, _ in grids["_scan_segment_kernel"] + grids["_scan_bwd_segment_kernel"]] == [2, 2]
+    assert [g[2] for g, _ in grids["_scan_fwd_kernel"] + grids["_scan_bwd_kernel"]] == [3, 3]
 
 
 class _LaunchRecorder:
-    """Wraps a @triton.jit kernel: ``kernel[grid](...)`` launches it and appends its constexpr tile shape."""
+    """Wraps a @triton.jit kernel: ``kernel[grid](...)`` launches it and appends (grid, keyword arguments) to
+    ``launches``."""
 
     def __init__(self, kernel, launches):
         self.kernel, self.launches = kernel, launches
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            self.launches.append((kwargs["BLOCK_D"], kwargs["BLOCK_L"], kwargs["num_warps"]))
+            self.launches.append((grid, kwargs))
             return self.kernel[grid](*args, **kwargs)
 
         return launch
@@ -175,7 +165,7 @@ def test_triton_forward_tile_without_saved_states(monkeypatch, dstate, min_progr
     with torch.no_grad():
         out, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="triton")
     assert rel_err(out, ref[0]) < 1e-10 and rel_err(last, ref[1]) < 1e-10
-    assert launches == [with_states, no_states]
+    assert [(kw["BLOCK_D"], kw["BLOCK_L"], kw["num_warps"]) for _, kw in launches] == [with_states, no_states]
 
 
 @needs_triton

@@ -71,9 +71,7 @@ def _block_l(length: int, dstate: int, free: bool = False) -> int:
     H100 sweeps (benchmarks/scan_sweep.py): with states N=16 -> 8 steps, N=1 -> 32; free N=16 -> 16 where the
     forward keeps 8-channel blocks (_launch_config). Free N=1 stays at 32: 64 took the plain scan's forward at
     VMamba-T's stage 1 0.500 -> 0.462 ms, but VMamba-T inference 21.56 -> 22.05 ms (the fused SS2D scans)."""
-    cap = 8 if _block_n(dstate) >= 8 else 32
-    if free and _block_n(dstate) >= 8:
-        cap = 16
+    cap = (16 if free else 8) if _block_n(dstate) >= 8 else 32
     return max(2, min(triton.next_power_of_2(length), cap, MAX_TILE_L))
 
 
