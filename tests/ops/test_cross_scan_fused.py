@@ -70,6 +70,51 @@ def test_fused_many_tiles_and_split(h, w, monkeypatch):
 
 
 @needs_triton_cpu
+@pytest.mark.parametrize("k", [2, 4], ids=["K2", "K4"])
+def test_merge_gradient_reaches_the_paired_backward_once_a_pair(k, monkeypatch):
+    """The merge sums each pair, so both directions of a pair get the same output gradient: gather's backward
+    hands it over as one expanded copy and the paired backward reads that copy for both (no per-group copies)."""
+    seen = []
+    bwd = triton_scan.selective_scan_bwd
+
+    def recording(dout, dlast_state, u, *args, **kwargs):
+        seen.append((tuple(dout.shape), tuple(u.shape)))
+        return bwd(dout, dlast_state, u, *args, **kwargs)
+
+    monkeypatch.setattr(triton_scan, "selective_scan_bwd", recording)
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64)
+    weights = _weights(4, k, 2, 2)
+    _, g_ref = _run(x, weights, "naive", fused=False)
+    _, g = _run(x, weights, "triton", fused=True)
+    assert seen and all(dout_shape == u_shape for dout_shape, u_shape in seen)
+    for name in g_ref:
+        assert rel_err(g[name], g_ref[name]) < 1e-10, name
+
+
+@needs_triton_cpu
+def test_paired_backward_reads_a_shared_gradient_as_its_per_group_copies():
+    """dout one per pair (u's shape) gives the gradients of dout per group with each pair's two copies equal;
+    any other shape is refused by name."""
+    batch, pairs, dim, length, dstate = 2, 2, 4, 24, 2
+    u = torch.randn(batch, pairs * dim, length, dtype=torch.float64)
+    delta = 0.5 * torch.randn(batch, 2 * pairs * dim, length, dtype=torch.float64)
+    A = -(torch.rand(2 * pairs * dim, dstate, dtype=torch.float64) + 0.5)
+    B, C = (torch.randn(batch, 2 * pairs, dstate, length, dtype=torch.float64) for _ in range(2))
+    D, bias = torch.randn(2 * pairs * dim, dtype=torch.float64), torch.randn(2 * pairs * dim, dtype=torch.float64)
+    _, _, states = triton_scan.selective_scan_fwd(u, delta, A, B, C, D, None, bias, True, True, paired=True)
+    dout = torch.randn(batch, pairs, 1, dim, length, dtype=torch.float64)
+    per_group = dout.expand(-1, -1, 2, -1, -1).reshape(batch, -1, length)
+    args = (u, delta, A, B, C, D, None, bias, True, states)
+    shared = triton_scan.selective_scan_bwd(dout.view(batch, -1, length), None, *args, paired=True)
+    expected = triton_scan.selective_scan_bwd(per_group, None, *args, paired=True)
+    for got, want in zip(shared, expected, strict=True):
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="dout must have delta's shape"):
+        triton_scan.selective_scan_bwd(per_group[:, :-1], None, *args, paired=True)
+
+
+@needs_triton_cpu
 def test_fused_is_the_default_for_triton_on_2d_grids(monkeypatch):
     from mambaeye.ops.cross_scan import fused
 

@@ -36,14 +36,23 @@ def _source_major(t: Tensor) -> Tensor:
     return t.unflatten(0, (2, 2)).transpose(0, 1).flatten(0, 1)
 
 
+def _pairs(delta: Tensor, B: Tensor) -> tuple[int, int, int, int]:
+    """(batch, pairs, channels per group, L) of a paired scan."""
+    batch, dim, length = delta.shape
+    pairs = B.shape[1] // 2
+    return batch, pairs, dim // (2 * pairs), length
+
+
 def _fwd_impl(u, delta, A, B, C, D, delta_bias, delta_softplus, save_states):
     out, _, states = triton_scan.selective_scan_fwd(
         u, delta, A, B, C, D, None, delta_bias, delta_softplus, save_states, paired=True
     )
-    return out, states
+    return out.view(*_pairs(delta, B)[:2], 2, -1, delta.shape[2]), states
 
 
 def _bwd_impl(dout, u, delta, A, B, C, D, delta_bias, delta_softplus, states):
+    """dout: per group (B, 2P*Du, L), or one per pair (B, P*Du, L) when both directions of each pair get the same
+    gradient (the merge's backward: :func:`.grid.gather` sums each pair)."""
     du_k, ddelta, dA, dB, dC, dD, _, dbias = triton_scan.selective_scan_bwd(
         dout, None, u, delta, A, B, C, D, None, delta_bias, delta_softplus, states, paired=True
     )
@@ -69,7 +78,8 @@ def _fwd_fake(u, delta, A, B, C, D, delta_bias, delta_softplus, save_states):
     state = torch.float64 if u.dtype == torch.float64 else torch.float32
     n_chunks = triton_scan.num_state_chunks(batch, dim, length, A.shape[1])
     shape = (batch, dim, n_chunks, A.shape[1]) if save_states else (0,)
-    return torch.empty_like(delta, dtype=u.dtype), u.new_empty(shape, dtype=state)
+    out = torch.empty_like(delta, dtype=u.dtype)
+    return out.view(*_pairs(delta, B)[:2], 2, -1, length), u.new_empty(shape, dtype=state)
 
 
 @torch.library.custom_op("mambaeye::paired_scan_bwd", mutates_args=())
@@ -92,11 +102,17 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, dout, _dstates, bwd=None):
-    """``bwd``: the custom op (what torch.compile traces) or :func:`_bwd_impl` (eager)."""
+    """``bwd``: the custom op (what torch.compile traces) or :func:`_bwd_impl` (eager). dout (B, P, 2, Du, L); where
+    the two directions of each pair share it (stride 0 along the pair: the merge's backward), the scan reads one
+    copy a pair."""
     u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
     if states.numel() == 0:
         raise RuntimeError("paired scan: the forward ran without saving its states (no input required grad)")
-    grads = (bwd or _bwd)(dout.contiguous(), u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, states)
+    batch, pairs, per_group, length = _pairs(delta, B)
+    if dout.stride(2) == 0:
+        dout = dout[:, :, 0].reshape(batch, pairs * per_group, length)
+    dout = dout.reshape(batch, -1, length).contiguous()
+    grads = (bwd or _bwd)(dout, u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, states)
     return (*grads, None, None)
 
 
@@ -122,7 +138,7 @@ def _paired_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: T
                  delta_softplus: bool) -> Tensor:
     """u (B, P*Du, L): P sequences; delta (B, 2P*Du, L); B, C (B, 2P, N, L) (L contiguous, other strides free);
     A (2P*Du, N), D, delta_bias (2P*Du,) float32. Group 2p scans sequence p forward, group 2p+1 backward;
-    returns each group's output (B, 2P*Du, L) at the positions it read."""
+    returns each group's output (B, P, 2, Du, L) at the positions it read."""
     tensors = (u, delta, A, B, C, D, delta_bias)
     u, delta = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta))
     A, D, delta_bias = (t.contiguous() for t in (A, D, delta_bias))
@@ -163,5 +179,5 @@ def cross_scan_2d(
     if k == 1:
         return selective_scan(u, delta, A, Bs, Cs, Ds, delta_bias=delta_bias, delta_softplus=delta_softplus,
                               backend="triton").view(batch, dim, height, width)
-    out = _paired_scan(u, delta, A, Bs, Cs, Ds, delta_bias, delta_softplus)  # (B, K*D, L), source order
-    return gather(out.view(batch, n_src, 2, dim, length), height, width)  # each pair summed, back on the grid
+    out = _paired_scan(u, delta, A, Bs, Cs, Ds, delta_bias, delta_softplus)  # (B, S, 2, D, L), source order
+    return gather(out, height, width)  # each pair summed, back on the grid

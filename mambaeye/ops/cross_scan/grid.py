@@ -133,7 +133,14 @@ def _spread_setup(ctx, inputs, output):
     ctx.height, ctx.width = x.shape[2], x.shape[3]
 
 
-_gather_op.register_autograd(lambda ctx, dy: (_spread_op(dy, ctx.sources, ctx.copies), None, None),
+def _gather_grad(spread_fn, dy: Tensor, sources: int, copies: int) -> Tensor:
+    """gather's backward: spread(dy), its R copies one expanded view (stride 0) of a single one - a consumer that
+    reads each copy (the paired scan's backward) can read that one copy."""
+    s = spread_fn(dy, sources, 1)
+    return s.expand(-1, -1, copies, -1, -1) if copies > 1 else s
+
+
+_gather_op.register_autograd(lambda ctx, dy: (_gather_grad(_spread_op, dy, ctx.sources, ctx.copies), None, None),
                              setup_context=_gather_setup)
 _spread_op.register_autograd(lambda ctx, ds: (_gather_op(ds, ctx.height, ctx.width), None, None),
                              setup_context=_spread_setup)
@@ -149,7 +156,7 @@ class _Gather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        return _Spread.apply(dy, ctx.sources, ctx.copies), None, None
+        return _gather_grad(_Spread.apply, dy, ctx.sources, ctx.copies), None, None
 
 
 class _Spread(torch.autograd.Function):

@@ -355,7 +355,7 @@ def _scan_fwd_kernel(
 def _scan_bwd_segment_kernel(
     dout_ptr, delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, cz_ptr, dtsum_ptr,
     dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dim_per_group_C, stride_C_b, stride_C_g, stride_C_n,
-    u_dim, stride_dout_b, stride_dout_d, stride_delta_b, stride_delta_d, stride_z_b, stride_z_d,
+    u_dim, dout_share, stride_dout_b, stride_dout_d, stride_delta_b, stride_delta_d, stride_z_b, stride_z_d,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, C_FIXED: tl.constexpr,
     DT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PAIRED: tl.constexpr,
     REVERSE: tl.constexpr, VEC: tl.constexpr,
@@ -381,7 +381,7 @@ def _scan_bwd_segment_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(DT)
     direction = d0 // u_dim
-    row_do = b * stride_dout_b + offs_d * stride_dout_d
+    row_do = b * stride_dout_b + ((direction // dout_share) * u_dim + offs_d % u_dim) * stride_dout_d
     row_dt = b * stride_delta_b + offs_d * stride_delta_d
     row_z = b * stride_z_b + offs_d * stride_z_d
     carry = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
@@ -423,7 +423,7 @@ def _scan_bwd_kernel(
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, cz_ptr, dtsum_ptr,
     dim, length, dstate, n_tiles, tiles_per_seg, n_seg,
     dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_B_n, stride_C_b, stride_C_g, stride_C_n,
-    u_dim, u_share, stride_dout_b, stride_dout_d, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
+    u_dim, u_share, dout_share, stride_dout_b, stride_dout_d, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
     stride_z_b, stride_z_d, stride_du_b, stride_du_d, stride_ddelta_b, stride_ddelta_d, stride_dz_b, stride_dz_d,
     stride_dB_b, stride_dB_g, stride_dB_n, stride_dC_b, stride_dC_g, stride_dC_n,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -499,7 +499,7 @@ def _scan_bwd_kernel(
 
     # du is written per channel of dim (paired: per group, each pair summed by the caller)
     direction = d0 // u_dim
-    row_do = b * stride_dout_b + offs_d * stride_dout_d
+    row_do = b * stride_dout_b + ((direction // dout_share) * u_dim + offs_d % u_dim) * stride_dout_d  # as u, if shared
     row_dt = b * stride_delta_b + offs_d * stride_delta_d
     row_z = b * stride_z_b + offs_d * stride_z_d
     row_u = b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # u shared by a pair
@@ -803,9 +803,16 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
 
 def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states,
                        paired=False, reverse=False):
-    """Gradients of :func:`selective_scan_fwd`; with ``paired``, du is per group (B, D, L): sum each pair."""
+    """Gradients of :func:`selective_scan_fwd`; with ``paired``, du is per group (B, D, L): sum each pair.
+
+    ``paired``: dout is either per group (delta's shape) or, where both groups of every pair get the same output
+    gradient (VMamba's merge sums each pair), one per pair (u's shape), read by both groups as u is."""
     batch, dim, length = delta.shape
     u_dim, u_share = _u_sharing(u, delta, B, paired, reverse)
+    dout_share = u_share if paired and dout.shape == u.shape else 1
+    if dout_share == 1 and dout.shape != delta.shape:
+        raise ValueError(f"dout must have delta's shape {tuple(delta.shape)}"
+                         + (f" or, paired, u's {tuple(u.shape)}" if paired else "") + f"; got {tuple(dout.shape)}")
     dstate = A.shape[1]
     state_dtype, DT = compute_dtype(u)
     block_d, block_n, block_l, num_warps, prefetch = _launch_config(batch, dim, B, C, dstate, length, True)
@@ -839,7 +846,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
         _scan_bwd_segment_kernel[(dim // block_d, batch, n_seg - 1)](
             dout, delta, A, C, z if z is not None else placeholder,
             delta_bias if delta_bias is not None else placeholder, cz, dtsum,
-            dim, length // vec, dstate, n_tiles, tiles_per_seg, n_seg, dpg_C, *C_strides, u_dim,
+            dim, length // vec, dstate, n_tiles, tiles_per_seg, n_seg, dpg_C, *C_strides, u_dim, dout_share,
             *_bd_strides(dout, vec), *_bd_strides(delta, vec), *_bd_strides(z, vec), **flags, PAIRED=bool(paired),
             REVERSE=bool(reverse), VEC=vec, num_warps=num_warps,
         )
@@ -859,7 +866,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
             du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
             dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
             dim, length // vec, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim,
-            u_share, *(s for t in (dout, u, delta, z, du, ddelta, dz) for s in _bd_strides(t, vec)),
+            u_share, dout_share, *(s for t in (dout, u, delta, z, du, ddelta, dz) for s in _bd_strides(t, vec)),
             *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
             HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
             SPLIT=n_seg > 1, CHUNK=min(block_l, 16 // u.element_size()), VEC=vec, **flags, **launch,
