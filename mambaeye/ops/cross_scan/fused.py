@@ -53,14 +53,9 @@ def _fwd_impl(u, delta, A, B, C, D, delta_bias, delta_softplus, save_states):
 def _bwd_impl(dout, u, delta, A, B, C, D, delta_bias, delta_softplus, states):
     """dout: per group (B, 2P*Du, L), or one per pair (B, P*Du, L) when both directions of each pair get the same
     gradient (the merge's backward: :func:`.grid.gather` sums each pair)."""
-    du_k, ddelta, dA, dB, dC, dD, _, dbias = triton_scan.selective_scan_bwd(
+    du, ddelta, dA, dB, dC, dD, _, dbias = triton_scan.selective_scan_bwd(
         dout, None, u, delta, A, B, C, D, None, delta_bias, delta_softplus, states, paired=True
     )
-    batch, _, length = u.shape
-    pairs = du_k.view(batch, B.shape[1] // 2, 2, -1, length)
-    # each pair's two directions: an elementwise add of two views (PyTorch's reduction kernel over this size-2
-    # middle dimension ran at a third of the copy bandwidth in bf16)
-    du = torch.add(pairs[:, :, 0], pairs[:, :, 1]).view_as(u)
     return du, ddelta, dA, dB, dC, dD, dbias
 
 

@@ -423,21 +423,23 @@ def _scan_bwd_kernel(
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, cz_ptr, dtsum_ptr,
     dim, length, dstate, n_tiles, tiles_per_seg, n_seg,
     dim_per_group_B, dim_per_group_C, stride_B_b, stride_B_g, stride_B_n, stride_C_b, stride_C_g, stride_C_n,
-    u_dim, u_share, dout_share, stride_dout_b, stride_dout_d, stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
+    u_dim, u_share, dout_share, du_share, stride_dout_b, stride_dout_d, stride_u_b, stride_u_d, stride_delta_b,
+    stride_delta_d,
     stride_z_b, stride_z_d, stride_du_b, stride_du_d, stride_ddelta_b, stride_ddelta_d, stride_dz_b, stride_dz_d,
     stride_dB_b, stride_dB_g, stride_dB_n, stride_dC_b, stride_dC_g, stride_dC_n,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_DLAST: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
     PAIRED: tl.constexpr, REVERSE: tl.constexpr, SPLIT: tl.constexpr, PAIR_HALF: tl.constexpr,
-    FLIP_TILES: tl.constexpr, CHUNK: tl.constexpr, VEC: tl.constexpr,
+    DU_ADD: tl.constexpr, FLIP_TILES: tl.constexpr, CHUNK: tl.constexpr, VEC: tl.constexpr,
 ):
     # SPLIT (n_seg > 1): the sequence is split across programs (axis 2): segment s enters (from the right) with
     # the carry chained from the summaries of segments s+1 .. n_seg-1 that _scan_bwd_segment_kernel wrote, and
     # writes its per-channel gradients into its own slice (seg * batch + b) of dA, dD, ... (summed on the host).
     # A constexpr so that the unsplit kernel carries none of it (H100: 17% slower bwd at long_1d with it).
     # PAIR_HALF: one half of a paired scan, every other group of B/C - the even ones (forward) or, with REVERSE, the
-    # odd ones - so that the direction is a constexpr. FLIP_TILES (with REVERSE): the (BLOCK_L, BLOCK_D) tiles are
+    # odd ones - so that the direction is a constexpr; with du_share 2 both halves write du per pair, the second
+    # (DU_ADD) adding what the first wrote. FLIP_TILES (with REVERSE): the (BLOCK_L, BLOCK_D) tiles are
     # read and written in chunks of CHUNK steps in memory order, each chunk reversed in registers (_flipped_tile).
     # L and the (batch, channel) strides come divided by VEC (_vector_width).
     length, stride_dout_b, stride_dout_d = length * VEC, stride_dout_b * VEC, stride_dout_d * VEC
@@ -497,13 +499,13 @@ def _scan_bwd_kernel(
     dD_acc = tl.zeros((BLOCK_D,), dtype=DT)
     dbias_acc = tl.zeros((BLOCK_D,), dtype=DT)
 
-    # du is written per channel of dim (paired: per group, each pair summed by the caller)
+    # du is written per channel of dim, or per channel of u (du_share 2: each pair summed, see DU_ADD)
     direction = d0 // u_dim
     row_do = b * stride_dout_b + ((direction // dout_share) * u_dim + offs_d % u_dim) * stride_dout_d  # as u, if shared
     row_dt = b * stride_delta_b + offs_d * stride_delta_d
     row_z = b * stride_z_b + offs_d * stride_z_d
     row_u = b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # u shared by a pair
-    row_du = b * stride_du_b + offs_d * stride_du_d
+    row_du = b * stride_du_b + ((direction // du_share) * u_dim + offs_d % u_dim) * stride_du_d
     row_ddt = b * stride_ddelta_b + offs_d * stride_ddelta_d
     row_dz = b * stride_dz_b + offs_d * stride_dz_d
     # the segment's tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is
@@ -616,8 +618,10 @@ def _scan_bwd_kernel(
         ddt = tl.where(l_mask, ddt, 0.0)
         if HAS_BIAS:
             dbias_acc += tl.sum(ddt, 0)
-        tl.store(du_ptr + row_du[None, :] + out_pos, _steps(du, FLIP_TILES, CHUNK).to(du_ptr.dtype.element_ty),
-                 mask=out_mask)
+        du = _steps(du, FLIP_TILES, CHUNK)
+        if DU_ADD:  # the pair's other direction, written by the launch before this one
+            du += tl.load(du_ptr + row_du[None, :] + out_pos, mask=out_mask, other=0.0).to(DT)
+        tl.store(du_ptr + row_du[None, :] + out_pos, du.to(du_ptr.dtype.element_ty), mask=out_mask)
         tl.store(ddelta_ptr + row_ddt[None, :] + out_pos,
                  _steps(ddt, FLIP_TILES, CHUNK).to(ddelta_ptr.dtype.element_ty), mask=out_mask)
 
@@ -803,10 +807,11 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
 
 def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_states,
                        paired=False, reverse=False):
-    """Gradients of :func:`selective_scan_fwd`; with ``paired``, du is per group (B, D, L): sum each pair.
+    """Gradients of :func:`selective_scan_fwd`, each in its input's shape.
 
-    ``paired``: dout is either per group (delta's shape) or, where both groups of every pair get the same output
-    gradient (VMamba's merge sums each pair), one per pair (u's shape), read by both groups as u is."""
+    ``paired``: du sums the two groups of each pair (both read the same u); dout is either per group (delta's
+    shape) or, where both groups of every pair get the same output gradient (VMamba's merge sums each pair), one
+    per pair (u's shape), read by both groups as u is."""
     batch, dim, length = delta.shape
     u_dim, u_share = _u_sharing(u, delta, B, paired, reverse)
     dout_share = u_share if paired and dout.shape == u.shape else 1
@@ -821,7 +826,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
         raise RuntimeError(f"saved chunk states have shape {tuple(chunk_states.shape)}, "
                            f"expected {(batch, dim, n_tiles, dstate)}")
     # each gradient in its input's layout when that is dense, else contiguous (the op's fake does the same)
-    du = torch.empty_like(delta, dtype=u.dtype) if paired else torch.empty_like(u)
+    du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
     n_seg, tiles_per_seg = _segments(batch * (dim // block_d), n_tiles)
@@ -853,25 +858,39 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
     # Backward walking channels read their tiles in memory order where that gives vector loads (FLIP_TILES); a
     # paired scan then runs as two launches, its forward groups and its backward ones, so that each has its
     # direction as a constexpr. Elsewhere one launch (the paired groups' direction read at run time).
+    # The two launches of a paired scan write du per pair, the second adding to what the first wrote; one launch
+    # of a paired scan writes du per group (du_k), summed over each pair below.
     flip_tiles = bool(reverse or paired) and vec >= FLIP_TILES_MIN_VEC
+    du_k = du
     if paired and flip_tiles:
-        launches = [dict(PAIRED=False, PAIR_HALF=True, REVERSE=half, FLIP_TILES=half) for half in (False, True)]
+        launches = [dict(PAIRED=False, PAIR_HALF=True, REVERSE=half, FLIP_TILES=half, DU_ADD=half)
+                    for half in (False, True)]
+        du_share = u_share
     else:
-        launches = [dict(PAIRED=bool(paired), PAIR_HALF=False, REVERSE=bool(reverse), FLIP_TILES=flip_tiles)]
+        launches = [dict(PAIRED=bool(paired), PAIR_HALF=False, REVERSE=bool(reverse), FLIP_TILES=flip_tiles,
+                         DU_ADD=False)]
+        du_share = 1
+        if paired:
+            du_k = torch.empty_like(delta, dtype=u.dtype)
     for launch in launches:
         _scan_bwd_kernel[(dim // len(launches) // block_d, batch, n_seg)](
             dout, dlast_state.contiguous() if dlast_state is not None else placeholder, u, delta, A, B, C,
             D if D is not None else placeholder, z if z is not None else placeholder,
             delta_bias if delta_bias is not None else placeholder, chunk_states,
-            du, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
+            du_k, ddelta, dz if dz is not None else placeholder, dA, dB, dC,
             dD if dD is not None else placeholder, dbias if dbias is not None else placeholder, cz, dtsum,
             dim, length // vec, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides, u_dim,
-            u_share, dout_share, *(s for t in (dout, u, delta, z, du, ddelta, dz) for s in _bd_strides(t, vec)),
+            u_share, dout_share, du_share,
+            *(s for t in (dout, u, delta, z, du_k, ddelta, dz) for s in _bd_strides(t, vec)),
             *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
             HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
             SPLIT=n_seg > 1, CHUNK=min(block_l, 16 // u.element_size()), VEC=vec, **flags, **launch,
             num_warps=num_warps,
         )
+    if du_k is not du:  # each pair's two directions: an elementwise add of two views (PyTorch's reduction kernel
+        # over this size-2 middle dimension ran at a third of the copy bandwidth in bf16)
+        pairs = du_k.view(batch, _groups(B) // 2, 2, -1, length)
+        torch.add(pairs[:, :, 0], pairs[:, :, 1], out=du.view(batch, _groups(B) // 2, -1, length))
     dA = dA.sum(0).to(A.dtype)
     dB = dB.sum(0).to(B.dtype) if B.dim() == 2 else dB.to(B.dtype)
     dC = dC.sum(0).to(C.dtype) if C.dim() == 2 else dC.to(C.dtype)
