@@ -39,41 +39,6 @@ def _fp32(t: Tensor) -> Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
-class _ProjectSources(torch.autograd.Function):
-    """(u, x_dbl) = (src, weight @ src): the sequences themselves (the scan's u) and their projection.
-
-    src (B, S, D, L), weight (S, M, D) -> u (B, S, D, L) (a view of src), x_dbl (B, S, M, L). Both read src, so
-    autograd would add their two (B, S, D, L) gradients in a separate pass; here the backward forms
-    du + W^T dx_dbl as one GEMM that accumulates onto du (baddbmm). The weight gradient is reduced per
-    (batch, sequence) and then summed over the batch in float32 (float64 for float64), as autograd's broadcast
-    matmul does.
-    """
-
-    @staticmethod
-    def forward(ctx, src: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.save_for_backward(src, weight)
-        return src.view_as(src), torch.matmul(weight, src)
-
-    @staticmethod
-    def backward(ctx, du: Tensor | None, dx_dbl: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-        src, weight = ctx.saved_tensors
-        batch, n_src, dim, length = src.shape
-        if dx_dbl is None:
-            return du, None
-        dx_dbl = dx_dbl.to(src.dtype)
-        w_t = weight.to(src.dtype).transpose(1, 2)  # (S, D, M)
-        if du is None:
-            dsrc = torch.matmul(w_t, dx_dbl)
-        else:
-            rows = w_t.shape[2]
-            dsrc = torch.baddbmm(du.reshape(batch * n_src, dim, length),
-                                 w_t.expand(batch, -1, -1, -1).reshape(batch * n_src, dim, rows),
-                                 dx_dbl.reshape(batch * n_src, rows, length)).view_as(src)
-        dweight = torch.matmul(dx_dbl, src.transpose(2, 3)).sum(0, dtype=torch.promote_types(weight.dtype,
-                                                                                           torch.float32))
-        return dsrc, dweight.to(weight.dtype)
-
-
 def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dstate: int,
                 force_fp32: bool = False, kernels: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """u, delta, B, C of the grouped scan from the sequences its K directions read.
@@ -87,16 +52,14 @@ def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dst
     Both projections are broadcast matmuls, i.e. small GEMMs on views: no permuted copy of the result (as einsum
     makes), and the weight gradients are reduced per (batch, sequence) before the sum over the batch - einsum's
     one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an H100 at VMamba-T's first
-    stage; benchmarks/NOTES.md). The x projection's backward adds u's gradient in its GEMM (:class:`_ProjectSources`).
-    With ``kernels`` the dt projection's forward is a Triton kernel for half inputs on CUDA (:mod:`.projection`);
-    without, a matmul (the torch backend).
+    stage; benchmarks/NOTES.md). With ``kernels`` the dt projection's forward is a Triton kernel for half inputs
+    on CUDA (:mod:`.projection`); without, a matmul (the torch backend).
     """
     batch, n_src, dim, length = src.shape
     k, rank = dt_projs_weight.shape[0], dt_projs_weight.shape[2]
-    u, x_dbl = _ProjectSources.apply(src, x_proj_weight.reshape(n_src, -1, dim))
-    x_dbl = x_dbl.view(batch, k, -1, length)  # (B, K, R+2N, L)
+    x_dbl = torch.matmul(x_proj_weight.reshape(n_src, -1, dim), src).view(batch, k, -1, length)  # (B, K, R+2N, L)
     dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
-    u = u.view(batch, n_src * dim, length)
+    u = src.view(batch, n_src * dim, length)
     delta = dt_projection(dt_projs_weight, dts, backend="auto" if kernels else "torch")  # (B, K*D, L)
     if force_fp32:
         u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
