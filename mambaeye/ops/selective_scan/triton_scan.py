@@ -27,17 +27,17 @@ dB/dC of per-step B/C are summed over the program's channels and added with fp32
 (B, G, N, L) buffer - no (B, D, N, L) buffer exists anywhere. Gradients of per-channel parameters (A, D,
 delta_bias, fixed B/C) are written per (batch, channel) and summed over the batch by PyTorch.
 
-Visiting orders (:func:`_seq_index`): the scan step l is read from, and written to, memory position l
-(plain) or L - 1 - l (``reverse``, Vim's backward branch), so no flipped copy of the inputs or outputs is ever
-made. ``paired``: the groups of B/C come in pairs that scan the same sequence of u forward (even group) and
-backward (odd group) - u has half the channels of delta, and du is returned per group (the caller sums each
-pair). VMamba's fused cross-scan (mambaeye.ops.cross_scan.fused) is the pairs (row, reversed row) and
+Visiting orders (:func:`_seq_index`): the scan step l is read from, and written to, memory position l (plain) or
+L - 1 - l (``reverse``, Vim's backward branch), so no flipped copy of the inputs or outputs is ever made. ``paired``:
+the groups of B/C come in pairs that scan the same sequence of u forward (even group) and backward (odd group) - u
+has half the channels of delta, du sums each pair's two groups, and dout may be one per pair (both groups read it as
+they read u). VMamba's fused cross-scan (mambaeye.ops.cross_scan.fused) is the pairs (row, reversed row) and
 (column, reversed column) of a grid. Walking backwards, the positions of a tile descend and Triton loads them
-element by element; where L and the strides are multiples of 4 or more (``VEC``, :func:`_vector_width`) the
-backward kernel instead reads such tiles as chunks of 16 bytes in memory order and reverses each chunk in registers
-(``FLIP_TILES``, :func:`_flipped_tile`: vector loads; a paired scan then runs its forward and backward groups as
-two launches, each with its direction a constexpr). H100, VMamba-T's 56x56 stage: paired backward 1.70 -> 1.36 ms,
-what the plain scan takes (benchmarks/NOTES.md).
+element by element; where L and the strides are multiples of 4 or more (``VEC``, :func:`_vector_width`) the backward
+kernel instead reads such tiles as chunks of 16 bytes in memory order and reverses each chunk in registers
+(``FLIP_TILES``, :func:`_flipped_tile`: vector loads; a paired scan then runs its forward and backward groups as two
+launches, each with its direction a constexpr). H100, VMamba-T's 56x56 stage: paired backward 1.70 -> 1.36 ms, what
+the plain scan takes (benchmarks/NOTES.md).
 
 Numerics: everything is computed in fp32 (fp64 for fp64 inputs); ``exp2`` of ``dt * A * log2(e)`` is always of
 a non-positive number for A < 0, so nothing overflows.
