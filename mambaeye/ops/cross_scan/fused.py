@@ -103,10 +103,9 @@ def _backward(ctx, dout, _dstates, bwd=None):
     u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
     if states.numel() == 0:
         raise RuntimeError("paired scan: the forward ran without saving its states (no input required grad)")
-    batch, pairs, per_group, length = _pairs(delta, B)
     if dout.stride(2) == 0:
-        dout = dout[:, :, 0].reshape(batch, pairs * per_group, length)
-    dout = dout.reshape(batch, -1, length).contiguous()
+        dout = dout[:, :, 0]
+    dout = dout.reshape(delta.shape[0], -1, delta.shape[2]).contiguous()
     grads = (bwd or _bwd)(dout, u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, states)
     return (*grads, None, None)
 

@@ -138,6 +138,14 @@ def _load_bc(ptr, stride_n, offs_d, offs_n, pos, step_mask, dstate, FIXED: tl.co
 
 
 @triton.jit
+def _shared_rows(b, offs_d, direction, u_dim, share, stride_b, stride_d):
+    """(BD,) start of each channel's sequence in a (B, ., L) tensor that the ``share`` groups of each pair read as
+    one (u; dout and du one per pair) - share 1: one row per channel of dim. Channel offs_d of group ``direction``
+    (= d0 // u_dim) reads row (direction // share) * u_dim + offs_d % u_dim."""
+    return b * stride_b + ((direction // share) * u_dim + offs_d % u_dim) * stride_d
+
+
+@triton.jit
 def _seq_index(offs_l, length, direction, PAIRED: tl.constexpr, REVERSE: tl.constexpr):
     """Memory position of scan step offs_l: the step itself, or L - 1 - step when walking backwards (REVERSE:
     every channel; PAIRED: the odd groups ``direction`` of B/C)."""
@@ -204,7 +212,7 @@ def _scan_segment_kernel(
         bias = tl.load(bias_ptr + offs_d).to(DT)
     direction = d0 // u_dim
     row = b * stride_delta_b + offs_d * stride_delta_d
-    row_u = b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # u shared by a pair
+    row_u = _shared_rows(b, offs_d, direction, u_dim, u_share, stride_u_b, stride_u_d)  # u shared by a pair
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dt_total = tl.zeros((BLOCK_D,), dtype=DT)
     for tile in range(seg * tiles_per_seg, (seg + 1) * tiles_per_seg):
@@ -280,7 +288,7 @@ def _scan_fwd_kernel(
     row = b * stride_out_b + offs_d * stride_out_d
     row_dt = b * stride_delta_b + offs_d * stride_delta_d
     row_z = b * stride_z_b + offs_d * stride_z_d
-    row_u = b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # u shared by a pair
+    row_u = _shared_rows(b, offs_d, direction, u_dim, u_share, stride_u_b, stride_u_d)  # u shared by a pair
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     for prev in range(seg):  # h_end(s) = exp(A sum dt over s) h_end(s-1) + h_end from zero(s)
         dt_sum = tl.load(dtsum_ptr + (b * dim + offs_d) * n_seg + prev).to(DT)
@@ -381,7 +389,7 @@ def _scan_bwd_segment_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(DT)
     direction = d0 // u_dim
-    row_do = b * stride_dout_b + ((direction // dout_share) * u_dim + offs_d % u_dim) * stride_dout_d
+    row_do = _shared_rows(b, offs_d, direction, u_dim, dout_share, stride_dout_b, stride_dout_d)
     row_dt = b * stride_delta_b + offs_d * stride_delta_d
     row_z = b * stride_z_b + offs_d * stride_z_d
     carry = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
@@ -501,11 +509,11 @@ def _scan_bwd_kernel(
 
     # du is written per channel of dim, or per channel of u (du_share 2: each pair summed, see DU_ADD)
     direction = d0 // u_dim
-    row_do = b * stride_dout_b + ((direction // dout_share) * u_dim + offs_d % u_dim) * stride_dout_d  # as u, if shared
+    row_do = _shared_rows(b, offs_d, direction, u_dim, dout_share, stride_dout_b, stride_dout_d)  # as u, if shared
     row_dt = b * stride_delta_b + offs_d * stride_delta_d
     row_z = b * stride_z_b + offs_d * stride_z_d
-    row_u = b * stride_u_b + ((direction // u_share) * u_dim + offs_d % u_dim) * stride_u_d  # u shared by a pair
-    row_du = b * stride_du_b + ((direction // du_share) * u_dim + offs_d % u_dim) * stride_du_d
+    row_u = _shared_rows(b, offs_d, direction, u_dim, u_share, stride_u_b, stride_u_d)  # u shared by a pair
+    row_du = _shared_rows(b, offs_d, direction, u_dim, du_share, stride_du_b, stride_du_d)
     row_ddt = b * stride_ddelta_b + offs_d * stride_ddelta_d
     row_dz = b * stride_dz_b + offs_d * stride_dz_d
     # the segment's tiles in reverse; with PREFETCH the previous tile's inputs are loaded while this one is
