@@ -151,6 +151,7 @@ def mamba_ssm_branch(
     D: Tensor,
     reverse: bool = False,
     backend: str = "auto",
+    length: int | None = None,
 ) -> Tensor:
     """The Mamba-1 inner path: depthwise conv + SiLU, x_proj -> (dt, B, C), dt_proj, selective scan, gate.
 
@@ -162,8 +163,12 @@ def mamba_ssm_branch(
     (Vim's backward branch): flip(branch(flip(x), flip(z))). Nothing is flipped: the conv is anti-causal,
     x_proj / dt_proj are per-position, and the scan walks the sequence backwards
     (``selective_scan(..., reverse=True)``).
+
+    ``length``: the sequence's true length when the caller padded it (:class:`~mambaeye.layers.BiMamba`): x must be
+    zero from there on. Delta is set to -inf there (softplus -> 0: decay 1, input 0), so the state passes the
+    padding unchanged in either direction and the outputs before ``length`` are those of the unpadded sequence.
     """
-    batch, d_inner, length = x.shape
+    batch, d_inner, total = x.shape
     x = causal_conv1d(x, conv_weight, conv_bias, "silu", reverse=reverse, backend=backend)
 
     dstate = A_log.shape[1]
@@ -172,11 +177,13 @@ def mamba_ssm_branch(
     delta = torch.mm(dt_proj_weight, x_dbl[:rank])  # (d_inner, B * L); its bias is added in the scan (fp32)
 
     def per_batch(m: Tensor) -> Tensor:  # (C, B * L) -> (B, C, L) view
-        return m.view(-1, batch, length).transpose(0, 1)
+        return m.view(-1, batch, total).transpose(0, 1)
 
     delta, B, C = per_batch(delta), per_batch(x_dbl[rank:rank + dstate]), per_batch(x_dbl[rank + dstate:])
     # under autocast the projections and the conv may come out in different dtypes: the scan wants u's
     delta, B, C = delta.to(x.dtype), B.to(x.dtype), C.to(x.dtype)
+    if length is not None and length < total:
+        delta[..., length:] = float("-inf")  # in place: its gradient there is zero, as it should be
     z = z.to(x.dtype) if z is not None else None
     A = -torch.exp(_fp32(A_log))
     scan_args = dict(D=_fp32(D), delta_bias=_fp32(dt_proj_bias), delta_softplus=True, backend=backend)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mambaeye.layers import BiMamba, Mamba
+from mambaeye.layers import BiMamba, Mamba, bimamba
 from mambaeye.layers.mamba import mamba_ssm_branch
 
 BACKEND = "naive"
@@ -165,3 +165,48 @@ def test_triton_backend_walks_backwards_like_the_reference():
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-10, atol=1e-12)
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, rtol=1e-9, atol=1e-11, msg=name)
+
+
+_BACKENDS = ["naive", "torch"] + (["triton"] if "triton" in __import__(
+    "mambaeye.ops", fromlist=["x"]).available_backends("cpu") else [])
+
+
+@pytest.mark.parametrize("backend", _BACKENDS)
+def test_caller_padding_is_inert(backend):
+    """BiMamba(padded, length) equals BiMamba(unpadded) before ``length``, outputs and every gradient, whatever the
+    padding holds (here large random values, with an in_proj bias so that x is nonzero there until zeroed)."""
+    torch.manual_seed(0)
+    layer = BiMamba(8, d_state=4, bias=True, backend=backend).double()
+    length, padded = 13, 16
+    h = torch.randn(2, length, 8, dtype=torch.float64)
+    h_pad = torch.cat((h, 100 * torch.randn(2, padded - length, 8, dtype=torch.float64)), dim=1)
+    weight = torch.linspace(-1, 1, 2 * length * 8, dtype=torch.float64).view(2, length, 8)
+    results = []
+    for x, n in ((h, None), (h_pad, length)):
+        x = x.clone().requires_grad_(True)
+        layer.zero_grad()
+        y = layer(x, n)[:, :length]
+        (y * weight).sum().backward()
+        results.append((y.detach(), x.grad, {name: p.grad.clone() for name, p in layer.named_parameters()}))
+    (y0, dx0, g0), (y1, dx1, g1) = results
+    torch.testing.assert_close(y1, y0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dx1[:, :length], dx0, rtol=1e-9, atol=1e-11)
+    assert torch.equal(dx1[:, length:], torch.zeros_like(dx1[:, length:]))  # the padding reaches nothing real
+    for name, g in g0.items():
+        torch.testing.assert_close(g1[name], g, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_length_errors_and_aligned_length(monkeypatch):
+    layer = BiMamba(8, d_state=4, backend=BACKEND)
+    for bad in (0, 10):
+        with pytest.raises(ValueError, match="length must be in"):
+            layer(torch.randn(1, 9, 8), bad)
+    cpu = torch.zeros(1)
+    assert bimamba.aligned_length(2001, "torch", cpu) == 2001  # only the Triton scan gains from aligned rows
+    assert bimamba.aligned_length(2001, "auto", cpu) == 2001  # auto on CPU is torch
+    if "triton" in _BACKENDS:
+        assert bimamba.aligned_length(2001, "triton", cpu) == 2008
+        assert bimamba.aligned_length(2008, "triton", cpu) == 2008
+        assert bimamba.aligned_length(bimamba.ALIGN_MIN_LENGTH - 1, "triton", cpu) == bimamba.ALIGN_MIN_LENGTH - 1
+        monkeypatch.setattr(bimamba, "ALIGN_MIN_LENGTH", 0)
+        assert bimamba.aligned_length(197, "triton", cpu) == 200

@@ -159,3 +159,33 @@ def test_torch_compile_fullgraph_matches_eager():
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif("triton" not in __import__("mambaeye.ops", fromlist=["x"]).available_backends("cpu"),
+                    reason="needs triton and its interpreter (TRITON_INTERPRET=1, set without a GPU)")
+def test_tokens_padded_for_the_triton_scan_change_nothing(monkeypatch):
+    """With ALIGN_MIN_LENGTH lowered, Vim pads its 17 tokens to 24 for all blocks (triton backend): the same logits,
+    features, intermediates and gradients as unpadded."""
+    from mambaeye.layers import bimamba
+
+    model = Vim(img_size=32, embed_dim=8, depth=2, d_state=4, num_classes=7, backend="triton").double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)  # 16 patches + the class token
+    results = []
+    for min_length in (10**9, 0):
+        monkeypatch.setattr(bimamba, "ALIGN_MIN_LENGTH", min_length)
+        assert model._pad_tokens(torch.zeros(1, 17, 4)).shape[1] == (17 if min_length else 24)
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        with torch.no_grad():
+            final, maps = model.forward_intermediates(x, indices=[0, 1], output_fmt="NLC")
+        results.append((out.detach(), final, maps,
+                        {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (out0, final0, maps0, g0), (out1, final1, maps1, g1) = results
+    torch.testing.assert_close(out1, out0, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(final1, final0, rtol=1e-9, atol=1e-11)
+    assert final1.shape == (2, 17, model.embed_dim)
+    for m1, m0 in zip(maps1, maps0, strict=True):
+        torch.testing.assert_close(m1, m0, rtol=1e-9, atol=1e-11)
+    for n, g in g0.items():
+        torch.testing.assert_close(g1[n], g, rtol=1e-8, atol=1e-10, msg=n)

@@ -237,7 +237,7 @@ def test_reverse_is_the_scan_of_the_flipped_sequence(backend, bc, length, monkey
     inputs = make_inputs(2, 4, length, 4, bc=bc, groups=2)
     assert triton_scan._vector_width(length, inputs["u"], inputs["delta"], inputs["z"]) == VECTOR_WIDTHS[length]
     assert (VECTOR_WIDTHS[length] >= triton_scan.FLIP_TILES_MIN_VEC) == (length != 37)
-    _check_reverse(backend, inputs)
+    _check_reverse(backend, inputs, monkeypatch if backend == "triton" else None)
     if backend == "triton":  # the plain (forward walking) scan at this vector width
         assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
 
@@ -252,17 +252,55 @@ def test_triton_reverse_split(bc, length, monkeypatch):
     monkeypatch.setattr(triton_scan, "TARGET_PROGRAMS", 1 << 20)
     n_seg = triton_scan._num_segments(1, triton_scan.num_state_chunks(1, 4, length, 4))
     assert n_seg == 3  # 1 program of 4 channels
-    _check_reverse("triton", make_inputs(1, 4, length, 4, bc=bc))
+    _check_reverse("triton", make_inputs(1, 4, length, 4, bc=bc), monkeypatch)
 
 
-def _check_reverse(backend, inputs):
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32-CHUNK4", "bf16-CHUNK8"])
+def test_triton_reverse_flipped_tiles_in_low_precision(dtype, monkeypatch):
+    """The chunk reversal at the chunk sizes of real inputs (16 bytes: 4 fp32 or 8 bf16 steps; fp64 has 2)."""
+    monkeypatch.setattr(triton_scan, "MAX_TILE_L", 16)
+    _check_reverse("triton", make_inputs(2, 4, 48, 4, dtype=dtype), monkeypatch,
+                   tol=1e-5 if dtype == torch.float32 else 2e-2)
+
+
+class _LaunchRecorder:
+    """Stands in for a Triton kernel and records the constexprs of each launch."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches.append(kwargs)
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def _check_reverse(backend, inputs, monkeypatch=None, tol=1e-10):
+    """reverse=True against the naive scan of the flipped inputs. With the triton backend (and monkeypatch): the
+    forward kernels read chunks of memory order (FLIP_TILES) exactly where VEC >= FLIP_TILES_MIN_VEC, and the
+    forward without saved states (inference: longer tiles) gives the same output."""
     def flipped(t, name):
         return t.flip(-1) if t is not None and name in ("u", "delta", "z", "B", "C") and t.dim() >= 3 else t
 
+    if monkeypatch is not None:
+        recorders = []
+        for name in ("_scan_fwd_kernel", "_scan_segment_kernel"):
+            recorders.append(_LaunchRecorder(getattr(triton_scan, name)))
+            monkeypatch.setattr(triton_scan, name, recorders[-1])
     out, last, grads = scan_with_grads(inputs, backend, True, reverse=True)
     ref_inputs = {k: flipped(v, k) for k, v in to(inputs, torch.float64).items()}
     out_r, last_r, grads_r = scan_with_grads(ref_inputs, "naive", True, flip_out=True)
-    assert_matches((out, last, grads), (out_r, last_r, {k: flipped(v, k) for k, v in grads_r.items()}), tol=1e-10)
+    assert_matches((out, last, grads), (out_r, last_r, {k: flipped(v, k) for k, v in grads_r.items()}), tol=tol)
+    if monkeypatch is not None:
+        vec = triton_scan._vector_width(inputs["u"].shape[-1], inputs["u"], inputs["delta"], inputs["z"])
+        launches = [kw for recorder in recorders for kw in recorder.launches]
+        assert launches and all(kw["FLIP_TILES"] == (vec >= triton_scan.FLIP_TILES_MIN_VEC) for kw in launches)
+        with torch.no_grad():
+            plain = selective_scan(**inputs, delta_softplus=True, backend=backend, reverse=True)
+        exact = dict(rtol=0, atol=1e-12) if out.dtype == torch.float64 else {}  # else the dtype's tolerance
+        torch.testing.assert_close(plain, out, **exact)
 
 
 @needs_triton

@@ -33,11 +33,12 @@ the groups of B/C come in pairs that scan the same sequence of u forward (even g
 has half the channels of delta, du sums each pair's two groups, and dout may be one per pair (both groups read it as
 they read u). VMamba's fused cross-scan (mambaeye.ops.cross_scan.fused) is the pairs (row, reversed row) and
 (column, reversed column) of a grid. Walking backwards, the positions of a tile descend and Triton loads them
-element by element; where L and the strides are multiples of 4 or more (``VEC``, :func:`_vector_width`) the backward
-kernel instead reads such tiles as chunks of 16 bytes in memory order and reverses each chunk in registers
-(``FLIP_TILES``, :func:`_flipped_tile`: vector loads; a paired scan then runs its forward and backward groups as two
-launches, each with its direction a constexpr). H100, VMamba-T's 56x56 stage: paired backward 1.70 -> 1.36 ms, what
-the plain scan takes (benchmarks/NOTES.md).
+element by element; where L and the strides are multiples of 4 or more (``VEC``, :func:`_vector_width`) the kernels
+instead read such tiles as chunks of 16 bytes in memory order and reverse each chunk in registers (``FLIP_TILES``,
+:func:`_flipped_tile`: vector loads): the forward and its segment pass for a reverse scan, the backward for a
+reverse or paired one (a paired backward then runs its forward and backward groups as two launches, each with its
+direction a constexpr). H100, VMamba-T's 56x56 stage: paired backward 1.70 -> 1.36 ms, what the plain scan takes;
+Vim-Ti at 1248^2 with aligned tokens: see benchmarks/NOTES.md.
 
 Numerics: everything is computed in fp32 (fp64 for fp64 inputs); ``exp2`` of ``dt * A * log2(e)`` is always of
 a non-positive number for A < 0, so nothing overflows.
@@ -191,10 +192,11 @@ def _scan_segment_kernel(
     stride_u_b, stride_u_d, stride_delta_b, stride_delta_d,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, B_FIXED: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PAIRED: tl.constexpr,
-    REVERSE: tl.constexpr, VEC: tl.constexpr,
+    REVERSE: tl.constexpr, FLIP_TILES: tl.constexpr, CHUNK: tl.constexpr, VEC: tl.constexpr,
 ):
     """Pass 1 of a sequence split across programs: each segment's end state from a zero start, and sum(dt)
-    over the segment (its total decay is exp(A * sum dt)). hend: (B, D, n_seg, N); dtsum: (B, D, n_seg)."""
+    over the segment (its total decay is exp(A * sum dt)). hend: (B, D, n_seg, N); dtsum: (B, D, n_seg).
+    FLIP_TILES (with REVERSE): u and delta read in chunks of memory order, as the main pass (_flipped_tile)."""
     length, stride_u_b, stride_u_d = length * VEC, stride_u_b * VEC, stride_u_d * VEC  # see _vector_width
     stride_delta_b, stride_delta_d = stride_delta_b * VEC, stride_delta_d * VEC
     pid_d = tl.program_id(0)
@@ -219,9 +221,13 @@ def _scan_segment_kernel(
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
         pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
-        ptrs = row[None, :] + pos[:, None]
-        u = tl.load(u_ptr + row_u[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
-        dt = tl.load(delta_ptr + ptrs, mask=l_mask, other=0.0).to(DT)
+        if FLIP_TILES:
+            tpos, tmask = _flipped_tile(tile, 0, length, offs_t, BLOCK_L, CHUNK)
+            io_pos, io_mask = tpos[:, None], tmask[:, None]
+        else:
+            io_pos, io_mask = pos[:, None], l_mask
+        u = _steps(tl.load(u_ptr + row_u[None, :] + io_pos, mask=io_mask, other=0.0).to(DT), FLIP_TILES, CHUNK)
+        dt = _steps(tl.load(delta_ptr + row[None, :] + io_pos, mask=io_mask, other=0.0).to(DT), FLIP_TILES, CHUNK)
         if HAS_BIAS:
             dt += bias[None, :]
         if SOFTPLUS:
@@ -249,7 +255,7 @@ def _scan_fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
-    PAIRED: tl.constexpr, REVERSE: tl.constexpr, VEC: tl.constexpr,
+    PAIRED: tl.constexpr, REVERSE: tl.constexpr, FLIP_TILES: tl.constexpr, CHUNK: tl.constexpr, VEC: tl.constexpr,
 ):
     # Tiles are (BLOCK_L, BLOCK_N, BLOCK_D): L first, so Triton's default layout puts the lanes on channels and
     # states and keeps the whole L extent of a tile inside each thread - the scan is then a sequential loop.
@@ -257,6 +263,8 @@ def _scan_fwd_kernel(
     # from the end states of segments 0..s-1 that _scan_segment_kernel wrote.
     # L and the (batch, channel) strides come divided by VEC (_vector_width): multiplied back by the constexpr,
     # groups of VEC steps are known to be aligned and are loaded with vector instructions.
+    # FLIP_TILES (with REVERSE): u, delta, z and out are read and written in chunks of CHUNK steps in memory order,
+    # each chunk reversed in registers (_flipped_tile), as the backward does; B and C stay in step order.
     length, stride_u_b, stride_u_d = length * VEC, stride_u_b * VEC, stride_u_d * VEC
     stride_delta_b, stride_delta_d, stride_z_b, stride_z_d = (stride_delta_b * VEC, stride_delta_d * VEC,
                                                               stride_z_b * VEC, stride_z_d * VEC)
@@ -302,21 +310,33 @@ def _scan_fwd_kernel(
     offs_first = first_tile * BLOCK_L + offs_t
     first = offs_first[:, None] < length
     pos_first = _seq_index(offs_first, length, direction, PAIRED, REVERSE)
-    u_in = tl.load(u_ptr + row_u[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
-    dt_in = tl.load(delta_ptr + row_dt[None, :] + pos_first[:, None], mask=first & PREFETCH, other=0.0)
-    z_in = tl.load(z_ptr + row_z[None, :] + pos_first[:, None], mask=first & PREFETCH & HAS_Z, other=0.0)
+    if FLIP_TILES:
+        fpos, fmask = _flipped_tile(first_tile, 0, length, offs_t, BLOCK_L, CHUNK)
+        io_first, first = fpos[:, None], fmask[:, None]
+    else:
+        io_first = pos_first[:, None]
+    u_in = tl.load(u_ptr + row_u[None, :] + io_first, mask=first & PREFETCH, other=0.0)
+    dt_in = tl.load(delta_ptr + row_dt[None, :] + io_first, mask=first & PREFETCH, other=0.0)
+    z_in = tl.load(z_ptr + row_z[None, :] + io_first, mask=first & PREFETCH & HAS_Z, other=0.0)
     Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, pos_first, offs_first < length, dstate, B_FIXED, DT)
     Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, pos_first, offs_first < length, dstate, C_FIXED, DT)
     for tile in range(first_tile, end_tile):
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
-        ptrs = row[None, :] + _seq_index(offs_l, length, direction, PAIRED, REVERSE)[:, None]  # (BL, BD)
         offs_ld = offs_l + BLOCK_L * PREFETCH
-        mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] < end_tile * BLOCK_L)
         pos_ld = _seq_index(offs_ld, length, direction, PAIRED, REVERSE)
-        u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
-        dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld[:, None], mask=mask_ld, other=0.0)
-        z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld[:, None], mask=mask_ld & HAS_Z, other=0.0)
+        if FLIP_TILES:  # (BL, 1) positions in memory order, of this tile's outputs and of the tile loaded now
+            tpos, tmask = _flipped_tile(tile, 0, length, offs_t, BLOCK_L, CHUNK)
+            out_pos, out_mask = tpos[:, None], tmask[:, None]
+            tpos, tmask = _flipped_tile(tile + PREFETCH, 0, length, offs_t, BLOCK_L, CHUNK)
+            io_ld, mask_ld = tpos[:, None], tmask[:, None] & (tile + PREFETCH < end_tile)
+        else:
+            out_pos, out_mask = _seq_index(offs_l, length, direction, PAIRED, REVERSE)[:, None], l_mask
+            io_ld = pos_ld[:, None]
+            mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] < end_tile * BLOCK_L)
+        u_ld = tl.load(u_ptr + row_u[None, :] + io_ld, mask=mask_ld, other=0.0)
+        dt_ld = tl.load(delta_ptr + row_dt[None, :] + io_ld, mask=mask_ld, other=0.0)
+        z_ld = tl.load(z_ptr + row_z[None, :] + io_ld, mask=mask_ld & HAS_Z, other=0.0)
         bc_ld = (offs_ld < length) & (offs_ld < end_tile * BLOCK_L)  # past the segment: masked out
         Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, pos_ld, bc_ld, dstate, B_FIXED, DT)
         if PREFETCH:
@@ -324,8 +344,8 @@ def _scan_fwd_kernel(
         else:
             u_in, dt_in, z_in, Bt = u_ld, dt_ld, z_ld, Bt_ld
 
-        u = u_in.to(DT)
-        dt = dt_in.to(DT)
+        u = _steps(u_in.to(DT), FLIP_TILES, CHUNK)
+        dt = _steps(dt_in.to(DT), FLIP_TILES, CHUNK)
         if HAS_BIAS:
             dt += bias[None, :]
         if SOFTPLUS:
@@ -349,9 +369,10 @@ def _scan_fwd_kernel(
         if HAS_D:
             y += Dv[None, :] * u
         if HAS_Z:
-            zt = z_in.to(DT)
+            zt = _steps(z_in.to(DT), FLIP_TILES, CHUNK)
             y *= zt * tl.sigmoid(zt)
-        tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=l_mask)
+        tl.store(out_ptr + row[None, :] + out_pos, _steps(y, FLIP_TILES, CHUNK).to(out_ptr.dtype.element_ty),
+                 mask=out_mask)
 
         if PREFETCH:
             u_in, dt_in, z_in, Bt, Ct = u_ld, dt_ld, z_ld, Bt_ld, Ct_ld
@@ -786,6 +807,9 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     dpg_C, *C_strides = _bc_args(C, dim)
     n_seg, tiles_per_seg = _segments(batch * (dim // block_d), n_tiles)
     vec = _vector_width(length, u, delta, z, out)
+    # a backward walking scan reads its tiles in memory order where that gives vector loads (see the backward)
+    walk = dict(PAIRED=bool(paired), REVERSE=bool(reverse), FLIP_TILES=bool(reverse) and vec >= FLIP_TILES_MIN_VEC,
+                CHUNK=min(block_l, 16 // u.element_size()), VEC=vec)
     hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
     dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
     if n_seg > 1:  # the last segment's summary is never read
@@ -794,8 +818,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
             dim, length // vec, dstate, tiles_per_seg, n_seg, dpg_B, *B_strides, u_dim, u_share,
             *_bd_strides(u, vec), *_bd_strides(delta, vec),
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PAIRED=bool(paired), REVERSE=bool(reverse),
-            VEC=vec, num_warps=num_warps,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, **walk, num_warps=num_warps,
         )
     grid = (dim // block_d, batch, n_seg)
     _scan_fwd_kernel[grid](
@@ -807,8 +830,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
         *_bd_strides(out, vec),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, PAIRED=bool(paired),
-        REVERSE=bool(reverse), VEC=vec, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, **walk, num_warps=num_warps,
     )
     return out, last, states
 
