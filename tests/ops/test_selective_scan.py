@@ -264,19 +264,6 @@ def test_triton_reverse_flipped_tiles_in_low_precision(dtype, monkeypatch):
                    tol=1e-5 if dtype == torch.float32 else 2e-2)
 
 
-class _LaunchRecorder:
-    """Stands in for a Triton kernel and records the constexprs of each launch."""
-
-    def __init__(self, kernel):
-        self.kernel, self.launches = kernel, []
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches.append(kwargs)
-            return self.kernel[grid](*args, **kwargs)
-        return launch
-
-
 def _check_reverse(backend, inputs, monkeypatch=None, tol=1e-10):
     """reverse=True against the naive scan of the flipped inputs. With the triton backend (and monkeypatch): the
     forward kernels read chunks of memory order (FLIP_TILES) exactly where VEC >= FLIP_TILES_MIN_VEC, and the
@@ -285,18 +272,16 @@ def _check_reverse(backend, inputs, monkeypatch=None, tol=1e-10):
         return t.flip(-1) if t is not None and name in ("u", "delta", "z", "B", "C") and t.dim() >= 3 else t
 
     if monkeypatch is not None:
-        recorders = []
+        launches = []
         for name in ("_scan_fwd_kernel", "_scan_segment_kernel"):
-            recorders.append(_LaunchRecorder(getattr(triton_scan, name)))
-            monkeypatch.setattr(triton_scan, name, recorders[-1])
+            monkeypatch.setattr(triton_scan, name, _LaunchRecorder(getattr(triton_scan, name), launches))
     out, last, grads = scan_with_grads(inputs, backend, True, reverse=True)
     ref_inputs = {k: flipped(v, k) for k, v in to(inputs, torch.float64).items()}
     out_r, last_r, grads_r = scan_with_grads(ref_inputs, "naive", True, flip_out=True)
     assert_matches((out, last, grads), (out_r, last_r, {k: flipped(v, k) for k, v in grads_r.items()}), tol=tol)
     if monkeypatch is not None:
         vec = triton_scan._vector_width(inputs["u"].shape[-1], inputs["u"], inputs["delta"], inputs["z"])
-        launches = [kw for recorder in recorders for kw in recorder.launches]
-        assert launches and all(kw["FLIP_TILES"] == (vec >= triton_scan.FLIP_TILES_MIN_VEC) for kw in launches)
+        assert launches and all(kw["FLIP_TILES"] == (vec >= triton_scan.FLIP_TILES_MIN_VEC) for _, kw in launches)
         with torch.no_grad():
             plain = selective_scan(**inputs, delta_softplus=True, backend=backend, reverse=True)
         exact = dict(rtol=0, atol=1e-12) if out.dtype == torch.float64 else {}  # else the dtype's tolerance
