@@ -14,8 +14,9 @@ not tagged ``_no_reinit``, which includes dt_proj_b.bias: that belongs to the mo
 Aligned sequences. The Triton scan and conv load a step range as one 16-byte vector only where L and the row
 strides are multiples of 8 (bf16); Vim's L = H' W' + 1 is odd. A caller may pad the sequence to
 :func:`aligned_length` and pass the true length: ``BiMamba(hidden, length)``. Vim pads its tokens once for all
-blocks. H100, Vim-Ti at 1248^2 (L 6085 -> 6088), batch 8 inference: 33.5 -> 28.9 ms a step; at 224^2 (L 197 ->
-200) training lost 1.6% (the padding's copies outweigh the scan's gain), hence ``ALIGN_MIN_LENGTH``.
+blocks. H100 (benchmarks/NOTES.md), Vim-Ti at 1248^2 (L 6085 -> 6088), batch 8 inference: 33.6 -> 29.1 ms a step;
+at 512^2 (L 1025 -> 1032), batch 32: inference 18.0 -> 16.7 ms, training 89.6 -> 87.8 ms; at 224^2 (L 197 -> 200)
+training lost 1.6% (the padding's copies outweigh the scan's gain), hence ``ALIGN_MIN_LENGTH``.
 """
 
 from __future__ import annotations
