@@ -717,6 +717,11 @@ def _vector_width(length: int, *tensors: Tensor | None) -> int:
 FLIP_TILES_MIN_VEC = 4
 
 
+def _flip_chunk(block_l: int, u: Tensor) -> int:
+    """CHUNK of FLIP_TILES: the steps of one 16-byte vector load of u, at most a tile (see _flipped_tile)."""
+    return min(block_l, 16 // u.element_size())
+
+
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool,
                    save_states: bool = True):
     """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps, PREFETCH): lanes over channels and states, L inside each thread.
@@ -809,7 +814,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     vec = _vector_width(length, u, delta, z, out)
     # a backward walking scan reads its tiles in memory order where that gives vector loads (see the backward)
     walk = dict(PAIRED=bool(paired), REVERSE=bool(reverse), FLIP_TILES=bool(reverse) and vec >= FLIP_TILES_MIN_VEC,
-                CHUNK=min(block_l, 16 // u.element_size()), VEC=vec)
+                CHUNK=_flip_chunk(block_l, u), VEC=vec)
     hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
     dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
     if n_seg > 1:  # the last segment's summary is never read
@@ -914,7 +919,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
             *(s for t in (dout, u, delta, z, du_k, ddelta, dz) for s in _bd_strides(t, vec)),
             *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
             HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
-            SPLIT=n_seg > 1, CHUNK=min(block_l, 16 // u.element_size()), VEC=vec, **flags, **launch,
+            SPLIT=n_seg > 1, CHUNK=_flip_chunk(block_l, u), VEC=vec, **flags, **launch,
             num_warps=num_warps,
         )
     if du_k is not du:  # each pair's two directions: an elementwise add of two views (PyTorch's reduction kernel
