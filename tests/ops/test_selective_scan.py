@@ -185,6 +185,29 @@ def test_fp32_inputs(backend):
     assert_matches(scan_with_grads(inputs, backend, True), _ref(inputs, True), tol=2e-5)
 
 
+@needs_triton
+def test_triton_softplus_in_fp32_against_float64():
+    # the kernels' softplus (a minimax atanh series, not libdevice's log) over the range delta takes, and far out:
+    # libdevice's log(1 + e^x) returned 0 below x = -16 (1 + e^x rounds to 1) and lost digits from x = -10
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def apply(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(out_ptr + offs, triton_scan._softplus(tl.load(x_ptr + offs, mask=offs < n)), mask=offs < n)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.cat([torch.linspace(-20, 30, 20001), -torch.logspace(-7, 1.3, 500), torch.logspace(-7, 1.4, 500),
+                   torch.tensor([-30.0, -50.0, 0.0])]).to(device)
+    out = torch.empty_like(x)
+    apply[(triton.cdiv(x.numel(), 1024),)](x, out, x.numel(), BLOCK=1024)
+    ref = torch.nn.functional.softplus(x.double(), threshold=1e9)
+    rel = ((out.double() - ref).abs() / ref).cpu()
+    assert rel[:-3].max() < 2e-6, f"max relative error {rel[:-3].max():.3g}"
+    assert rel[-3:].max() < 2e-5, f"x = -30, -50, 0: relative errors {rel[-3:].tolist()}"
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
 def test_half_inputs(backend, dtype):
