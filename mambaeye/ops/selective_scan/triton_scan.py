@@ -120,16 +120,27 @@ def _softplus(x):
 
 
 @triton.jit
-def _adjoint_tile(decay, decay_next, c, carry, offs_t, BLOCK_L: tl.constexpr):
+def _combine_adjoint(al1, b1, ga1, de1, al2, b2, ga2, de2):
+    # Affine maps of the carry G entering a run of the adjoint, in scan order (steps last to first): the run's last
+    # g = al G + b and the G it passes on = ga G + de. Step k: g_k = c_k + G, G' = a_k g_k, i.e. (1, c_k, a_k, a_k c_k).
+    return al2 * ga1, al2 * de1 + b2, ga2 * ga1, ga2 * de1 + de2
+
+
+@triton.jit
+def _adjoint_tile(decay, c, carry, offs_t, BLOCK_L: tl.constexpr):
     """The adjoint recurrence ``g_t = c_t + a_{t+1} g_{t+1}`` over a (BLOCK_L, BLOCK_N, BLOCK_D) tile, entered at its
     last step by ``carry`` (``a_{t1} g_{t1}`` from the tile on its right). Returns (g, ``a_{t0} g_{t0}``: the carry
     for the tile on its left). A reverse scan as flip, forward scan, flip: L is inside each thread, so the flips
     are free register renames, while associative_scan(reverse=True) lowers to ~20 shuffles an element (Triton
-    3.6-3.8)."""
+    3.6-3.8). Each step's own decay a_t enters through G_t = a_t g_t, which the scan carries beside g
+    (_combine_adjoint), so that no a_{t+1} - a shifted tile, which registers cannot hold - is computed: no second
+    exp and no second read and softplus of delta."""
     c = tl.where(offs_t[:, None, None] == BLOCK_L - 1, c + carry[None, :, :], c)
-    _, g = tl.associative_scan((tl.flip(decay_next, 0), tl.flip(c, 0)), 0, _combine)
+    a = tl.flip(decay, 0)
+    cf = tl.flip(c, 0)
+    _, g, _, G = tl.associative_scan((tl.full(a.shape, 1.0, a.dtype), cf, a, a * cf), 0, _combine_adjoint)
     g = tl.flip(g, 0)
-    return g, tl.sum(tl.where(offs_t[:, None, None] == 0, decay * g, 0.0), 0)
+    return g, tl.sum(tl.where(offs_t[:, None, None] == BLOCK_L - 1, G, 0.0), 0)
 
 
 @triton.jit
@@ -436,25 +447,19 @@ def _scan_bwd_segment_kernel(
         offs_l = tile * BLOCK_L + offs_t
         l_mask = offs_l[:, None] < length
         pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
-        pos_next = _seq_index(offs_l + 1, length, direction, PAIRED, REVERSE)[:, None]
         dt = tl.load(delta_ptr + row_dt[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
-        dt_next = tl.load(delta_ptr + row_dt[None, :] + pos_next, mask=offs_l[:, None] + 1 < length,
-                          other=0.0).to(DT)
         dy = tl.load(dout_ptr + row_do[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
         if HAS_Z:
             zt = tl.load(z_ptr + row_z[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
             dy *= zt * tl.sigmoid(zt)
         if HAS_BIAS:
             dt += bias[None, :]
-            dt_next += bias[None, :]
         if SOFTPLUS:
             dt = _softplus(dt)
-            dt_next = _softplus(dt_next)
         dt = tl.where(l_mask, dt, 0.0)
         Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, pos, offs_l < length, dstate, C_FIXED, DT)
         decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
-        decay_next = tl.exp2(dt_next[:, None, :] * A2[None, :, :])  # past the end it meets g = 0 only
-        _, carry = _adjoint_tile(decay, decay_next, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
+        _, carry = _adjoint_tile(decay, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
         dt_total += tl.sum(dt, 0)
     tl.store(cz_ptr + ((b * dim + offs_d[None, :]) * n_seg + seg) * dstate + offs_n[:, None], carry, mask=n_mask)
     tl.store(dtsum_ptr + (b * dim + offs_d) * n_seg + seg, dt_total)
@@ -557,17 +562,11 @@ def _scan_bwd_kernel(
     lmask = (last[:, None] < length) & PREFETCH
     lpos1 = _seq_index(last, length, direction, PAIRED, REVERSE)
     lpos = lpos1[:, None]
-    lpos_next = _seq_index(last + 1, length, direction, PAIRED, REVERSE)[:, None]
-    if FLIP_TILES:  # memory order; the position of a step's successor is one lower
+    if FLIP_TILES:  # memory order
         fpos, fmask = _flipped_tile(end_tile - 1, 0, length, offs_t, BLOCK_L, CHUNK)
-        lpos, lpos_next = fpos[:, None], fpos[:, None] - 1
-        lmask = fmask[:, None] & PREFETCH
-        lmask_next = lmask & (lpos >= 1)
-    else:
-        lmask_next = lmask & (last[:, None] + 1 < length)
+        lpos, lmask = fpos[:, None], fmask[:, None] & PREFETCH
     u_in = tl.load(u_ptr + row_u[None, :] + lpos, mask=lmask, other=0.0)
     dt_in = tl.load(delta_ptr + row_dt[None, :] + lpos, mask=lmask, other=0.0)
-    dtn_in = tl.load(delta_ptr + row_dt[None, :] + lpos_next, mask=lmask_next, other=0.0)
     dout_in = tl.load(dout_ptr + row_do[None, :] + lpos, mask=lmask, other=0.0)
     z_in = tl.load(z_ptr + row_z[None, :] + lpos, mask=lmask & HAS_Z, other=0.0)
     # per-step B and C (one element a lane: no vector loads either way) always in step order
@@ -583,35 +582,26 @@ def _scan_bwd_kernel(
         mask_ld = (offs_ld[:, None] < length) & (offs_ld[:, None] >= first_tile * BLOCK_L)
         pos_ld1 = _seq_index(offs_ld, length, direction, PAIRED, REVERSE)
         pos_ld = pos_ld1[:, None]
-        pos_ld_next = _seq_index(offs_ld + 1, length, direction, PAIRED, REVERSE)[:, None]
         if FLIP_TILES:
             tpos, tmask = _flipped_tile(tile - PREFETCH, first_tile * BLOCK_L, length, offs_t, BLOCK_L,
                                         CHUNK)
-            pos_ld, pos_ld_next, mask_ld = tpos[:, None], tpos[:, None] - 1, tmask[:, None]
-            mask_ld_next = mask_ld & (pos_ld >= 1)
-        else:
-            mask_ld_next = mask_ld & (offs_ld[:, None] + 1 < length)
+            pos_ld, mask_ld = tpos[:, None], tmask[:, None]
         u_ld = tl.load(u_ptr + row_u[None, :] + pos_ld, mask=mask_ld, other=0.0)
         dt_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld, mask=mask_ld, other=0.0)
-        dtn_ld = tl.load(delta_ptr + row_dt[None, :] + pos_ld_next, mask=mask_ld_next, other=0.0)
         dout_ld = tl.load(dout_ptr + row_do[None, :] + pos_ld, mask=mask_ld, other=0.0)
         z_ld = tl.load(z_ptr + row_z[None, :] + pos_ld, mask=mask_ld & HAS_Z, other=0.0)
         bc_ld = (offs_ld < length) & (offs_ld >= first_tile * BLOCK_L)  # before the segment: masked out
         Bt_ld = _load_bc(B_blk, stride_B_n, offs_d, offs_n, pos_ld1, bc_ld, dstate, B_FIXED, DT)
         Ct_ld = _load_bc(C_blk, stride_C_n, offs_d, offs_n, pos_ld1, bc_ld, dstate, C_FIXED, DT)
         if not PREFETCH:
-            u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
+            u_in, dt_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
-        next_mask = offs_l[:, None] + 1 < length
         u = _steps(u_in.to(DT), FLIP_TILES, CHUNK)
         dt_raw = _steps(dt_in.to(DT), FLIP_TILES, CHUNK)
-        dt_next = _steps(dtn_in.to(DT), FLIP_TILES, CHUNK)
         if HAS_BIAS:
             dt_raw += bias[None, :]
-            dt_next += bias[None, :]
         if SOFTPLUS:
             dt = _softplus(dt_raw)
-            dt_next = _softplus(dt_next)
         else:
             dt = dt_raw
         dt = tl.where(l_mask, dt, 0.0)
@@ -645,8 +635,7 @@ def _scan_bwd_kernel(
             dy = dout
 
         # adjoint: g_t = C_t dy_t + a_{t+1} g_{t+1}
-        decay_next = tl.where(next_mask[:, None, :], tl.exp2(dt_next[:, None, :] * A2[None, :, :]), 1.0)
-        g, carry = _adjoint_tile(decay, decay_next, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
+        g, carry = _adjoint_tile(decay, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
 
         gB_sum = tl.sum(g * Bt, 1)  # (BL, BD): sum_n g B
         g_ah = g * (h - x)  # g_t a_t h_{t-1}
@@ -684,7 +673,7 @@ def _scan_bwd_kernel(
             tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hdy, 2), mask=bc_mask, sem="relaxed")
 
         if PREFETCH:
-            u_in, dt_in, dtn_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dtn_ld, dout_ld, z_ld, Bt_ld, Ct_ld
+            u_in, dt_in, dout_in, z_in, Bt, Ct = u_ld, dt_ld, dout_ld, z_ld, Bt_ld, Ct_ld
 
     tl.store(dA_ptr + nd_out, dA_acc, mask=n_mask)
     if B_FIXED:
