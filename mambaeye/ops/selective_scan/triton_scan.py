@@ -22,7 +22,8 @@ The backward walks the tiles in reverse. It recomputes the tile's forward from t
 then solves the adjoint recurrence ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` on the tile flipped along L (flip, forward
 scan, flip: free register renames here, where Triton lowers a reverse associative_scan to warp shuffles). A register
 tile cannot be shifted to line a_{t+1} up with step t, so the scan carries ``G_t = a_t g_t`` beside g
-(:func:`_combine_adjoint`) and each step uses its own decay. It forms every gradient in registers. ``a_t h_{t-1}`` is read as ``h_t - x_t``, which avoids a second shift.
+(:func:`_combine_adjoint`) and each step uses its own decay. It forms every gradient in registers; ``a_t h_{t-1}``
+is read as ``h_t - x_t``, which avoids a second shift.
 dB/dC of per-step B/C are summed over the program's channels and added with fp32 atomics into a
 (B, G, N, L) buffer - no (B, D, N, L) buffer exists anywhere. Gradients of per-channel parameters (A, D,
 delta_bias, fixed B/C) are written per (batch, channel) and summed over the batch by PyTorch.
