@@ -188,7 +188,7 @@ def test_fp32_inputs(backend):
 @pytest.mark.skipif(not HAS_TRITON and not (torch.cuda.is_available() and "triton" in available_backends("cuda")),
                     reason="needs triton on a GPU or under TRITON_INTERPRET=1")
 def test_triton_softplus_in_fp32_against_float64():
-    # the kernels' softplus (a minimax atanh series, not libdevice's log) over the range delta takes, and far out:
+    # the kernels' softplus (a minimax polynomial for log1p) over the range delta takes, and far out:
     # libdevice's log(1 + e^x) returned 0 below x = -16 (1 + e^x rounds to 1) and lost digits from x = -10
     import triton
     import triton.language as tl

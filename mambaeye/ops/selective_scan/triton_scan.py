@@ -102,22 +102,26 @@ def _combine(a1, x1, a2, x2):
 
 @triton.jit
 def _softplus(x):
-    """log(1 + e^x). In fp32: max(x, 0) + log1p(y) with y = e^-|x| in (0, 1], and log1p(y) = 2 atanh(s) = 2 s P(s^2)
-    with s = y / (2 + y) in (0, 1/3]; P is a degree-4 minimax fit of atanh(s) / s on s^2 in [0, 1/9] (relative
-    error 4e-9, below fp32's rounding). Two MUFU (ex2, rcp) and ~10 FMA-pipe instructions, where libdevice's logf
-    of 1 + e^x took ~30 (H100 SASS, benchmarks/scan_ir.py: the loop of VMamba-T's stage-1 forward 518 -> 392
-    instructions) and lost the answer for x < -16, where 1 + e^x rounds to 1. Relative error against float64
-    below 1e-6 for x > -20 (the rounding of x log2(e); 4e-6 at x = -80). fp64 inputs keep libdevice's log."""
+    """log(1 + e^x). In fp32: max(x, 0) + log1p(y) with y = e^-|x| in (0, 1], log1p(y) = y P(y) with P a degree-8
+    minimax fit of log1p(y) / y on [0, 1] (relative error 4e-8 before fp32 rounding; 2e-7 in fp32 Horner). One MUFU
+    (ex2) and ~11 FMA-pipe instructions, where libdevice's logf of 1 + e^x took ~30 (H100 SASS,
+    benchmarks/scan_ir.py: the loop of VMamba-T's stage-1 forward 518 -> 360 instructions) and lost the answer for
+    x < -16, where 1 + e^x rounds to 1. An earlier form, 2 atanh(y / (2 + y)), spent a second MUFU on the division,
+    and VMamba-T's stage-1 forward (not issue-bound) got 4% slower with it; this form is not timed yet (NOTES).
+    Relative error against float64 below 1e-6 for x > -20 (the rounding of x log2(e); 4e-6 at x = -80). fp64
+    inputs keep libdevice's log."""
     if x.dtype == tl.float64:
         return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
     y = tl.exp2(-tl.abs(x) * 1.4426950408889634)
-    s = y / (2.0 + y)
-    s2 = s * s
-    p = s2 * 0.14095773330 + 0.13978833165
-    p = p * s2 + 0.20012557123
-    p = p * s2 + 0.33333155074
-    p = p * s2 + 1.0000000040
-    return tl.maximum(x, 0.0) + 2.0 * s * p
+    p = y * 0.005384060004 - 0.03011095916
+    p = p * y + 0.07921073403
+    p = p * y - 0.1374662201
+    p = p * y + 0.1914511656
+    p = p * y - 0.2485294587
+    p = p * y + 0.3332034358
+    p = p * y - 0.4999955259
+    p = p * y + 0.9999999745
+    return tl.maximum(x, 0.0) + y * p
 
 
 @triton.jit
