@@ -8,8 +8,10 @@ import math
 import pytest
 import torch
 
+from mambaeye.layers import bimamba
 from mambaeye.models import Vim, create_model
 from mambaeye.models.vim import resample_pos_embed
+from mambaeye.ops import available_backends
 
 from ._small import VIM, small
 
@@ -161,13 +163,11 @@ def test_torch_compile_fullgraph_matches_eager():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif("triton" not in __import__("mambaeye.ops", fromlist=["x"]).available_backends("cpu"),
+@pytest.mark.skipif("triton" not in available_backends("cpu"),
                     reason="needs triton and its interpreter (TRITON_INTERPRET=1, set without a GPU)")
 def test_tokens_padded_for_the_triton_scan_change_nothing(monkeypatch):
     """With ALIGN_MIN_LENGTH lowered, Vim pads its 17 tokens to 24 for all blocks (triton backend): the same logits,
     features, intermediates and gradients as unpadded."""
-    from mambaeye.layers import bimamba
-
     model = Vim(img_size=32, embed_dim=8, depth=2, d_state=4, num_classes=7, backend="triton").double()
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)  # 16 patches + the class token
     results = []
