@@ -766,9 +766,11 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
 # Below MIN_PROGRAMS (batch x channel blocks) forward and backward split the sequence across programs until
 # about TARGET_PROGRAMS run. H100: vim_ti_1248 (384 programs) fwd 1.04 -> 0.53 ms split, bwd 2.00 -> 1.40;
 # long_1d (1536 programs) and vmamba_v0_stage1 (3072) got slower split (fwd 0.74 -> 1.10, 1.08 -> 1.46 ms;
-# fwd+bwd with MIN_PROGRAMS 4096: 4.50 -> 5.47, 5.43 -> 6.45). Tests raise the thresholds to force splits.
+# fwd+bwd with MIN_PROGRAMS 4096: 4.50 -> 5.47, 5.43 -> 6.45). Fewer, longer segments won at vim_ti_1248 (H100,
+# 2026-12-07, TARGET_PROGRAMS 8192 -> 4096: fwd 0.405 -> 0.386 ms, fwd+bwd 1.779 -> 1.708; Vim-Ti 1248² batch 8
+# inference 287.8 -> 295.0 img/s, training 63.4 -> 64.8). Tests raise the thresholds to force splits.
 MIN_PROGRAMS = 1024
-TARGET_PROGRAMS = 8192
+TARGET_PROGRAMS = 4096
 
 
 def _num_segments(programs: int, n_tiles: int) -> int:
