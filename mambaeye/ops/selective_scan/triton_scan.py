@@ -773,6 +773,20 @@ MIN_PROGRAMS = 1024
 TARGET_PROGRAMS = 4096
 
 
+# Register caps (Triton's ``maxnreg``) for the N >= 8 kernels without z (VMamba's v0 SS2D): there the backward
+# compiles to 232-247 registers, 8 one-warp programs an SM; at 224 it keeps 9 with no spills (benchmarks/scan_ir.py,
+# every v0 stage). With z (Vim, long_1d) it needs 255 and a cap spills: H100 vim_ti_224 fwd+bwd 0.711 -> 0.739 ms.
+FWD_MAX_REGISTERS_NO_Z = 168
+BWD_MAX_REGISTERS_NO_Z = 224
+
+
+def _register_cap(dstate: int, has_z: bool, backward: bool) -> dict:
+    """``maxnreg`` launch option of the forward / backward kernels (empty: the compiler's choice)."""
+    if dstate < 8 or has_z:
+        return {}
+    return {"maxnreg": BWD_MAX_REGISTERS_NO_Z if backward else FWD_MAX_REGISTERS_NO_Z}
+
+
 def _num_segments(programs: int, n_tiles: int) -> int:
     """Sequence segments wanted (forward and backward): enough programs to fill the GPU, at least 16 tiles each.
 
@@ -826,6 +840,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     walk = dict(PAIRED=bool(paired), REVERSE=bool(reverse), FLIP_TILES=bool(reverse) and vec >= FLIP_TILES_MIN_VEC,
                 CHUNK=_flip_chunk(block_l, u), VEC=vec)
     hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
+    caps = _register_cap(dstate, z is not None, backward=False)
     dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
     if n_seg > 1:  # the last segment's summary is never read
         _scan_segment_kernel[(dim // block_d, batch, n_seg - 1)](
@@ -833,7 +848,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
             dim, length // vec, dstate, tiles_per_seg, n_seg, dpg_B, *B_strides, u_dim, u_share,
             *_bd_strides(u, vec), *_bd_strides(delta, vec),
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, **walk, num_warps=num_warps,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, **walk, num_warps=num_warps, **caps,
         )
     grid = (dim // block_d, batch, n_seg)
     _scan_fwd_kernel[grid](
@@ -845,7 +860,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
         *_bd_strides(out, vec),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, **walk, num_warps=num_warps,
+        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, **walk, num_warps=num_warps, **caps,
     )
     return out, last, states
 
@@ -930,7 +945,7 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
             *_bc_args(dB, dim)[1:], *_bc_args(dC, dim)[1:],
             HAS_D=D is not None, B_FIXED=B.dim() == 2, HAS_DLAST=dlast_state is not None, PREFETCH=prefetch,
             SPLIT=n_seg > 1, CHUNK=_flip_chunk(block_l, u), VEC=vec, **flags, **launch,
-            num_warps=num_warps,
+            num_warps=num_warps, **_register_cap(dstate, z is not None, backward=True),
         )
     if du_k is not du:  # each pair's two directions: an elementwise add of two views (PyTorch's reduction kernel
         # over this size-2 middle dimension ran at a third of the copy bandwidth in bf16)
