@@ -52,6 +52,9 @@ class _Recorder:
 def _compile(fn, args, kwargs):
     kwargs = dict(kwargs)
     num_warps = kwargs.pop("num_warps", 4)
+    options = {"num_warps": num_warps}
+    if "maxnreg" in kwargs:  # a launch's register cap (triton_scan._register_cap)
+        options["maxnreg"] = kwargs.pop("maxnreg")
     signature, attrs = {}, {}
     for i, (name, value) in enumerate(zip(fn.arg_names, args, strict=False)):
         if isinstance(value, torch.Tensor):
@@ -64,7 +67,7 @@ def _compile(fn, args, kwargs):
     constexprs = {name: kwargs[name] for name in fn.arg_names if name in kwargs}
     signature.update({name: "constexpr" for name in constexprs})
     source = ASTSource(fn, signature, constexprs, attrs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}), num_warps
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options), num_warps
 
 
 def _sass(compiled) -> tuple[str, str]:

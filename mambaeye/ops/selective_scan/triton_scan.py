@@ -106,8 +106,9 @@ def _softplus(x):
     minimax fit of log1p(y) / y on [0, 1] (relative error 4e-8 before fp32 rounding; 2e-7 in fp32 Horner). One MUFU
     (ex2) and ~11 FMA-pipe instructions, where libdevice's logf of 1 + e^x took ~30 (H100 SASS,
     benchmarks/scan_ir.py: the loop of VMamba-T's stage-1 forward 518 -> 360 instructions) and lost the answer for
-    x < -16, where 1 + e^x rounds to 1. An earlier form, 2 atanh(y / (2 + y)), spent a second MUFU on the division,
-    and VMamba-T's stage-1 forward (not issue-bound) got 4% slower with it; this form is not timed yet (NOTES).
+    x < -16, where 1 + e^x rounds to 1. An earlier form, 2 atanh(y / (2 + y)), spent a second MUFU on the division;
+    against it this one is faster everywhere (H100, bf16, fwd ms: vmamba_t_stage1 0.515 -> 0.475, vim_ti_1248 0.420
+    -> 0.404, long_1d 0.596 -> 0.561; benchmarks/NOTES.md).
     Relative error against float64 below 1e-6 for x > -20 (the rounding of x log2(e); 4e-6 at x = -80). fp64
     inputs keep libdevice's log."""
     if x.dtype == tl.float64:
@@ -776,6 +777,9 @@ TARGET_PROGRAMS = 4096
 # Register caps (Triton's ``maxnreg``) for the N >= 8 kernels without z (VMamba's v0 SS2D): there the backward
 # compiles to 232-247 registers, 8 one-warp programs an SM; at 224 it keeps 9 with no spills (benchmarks/scan_ir.py,
 # every v0 stage). With z (Vim, long_1d) it needs 255 and a cap spills: H100 vim_ti_224 fwd+bwd 0.711 -> 0.739 ms.
+# The forward (168-188 registers, 10-12 programs an SM) takes 168. H100, bf16, ms: vmamba_v0_stage1 fwd 0.72 ->
+# 0.695, fwd+bwd 4.25 -> 4.03; v0 SS2D layer (batch 128) fwd+bwd 25.29 -> 24.64 (fwd 5.66 -> 5.69); a cap of 128 on
+# the forward (spills) gained no more.
 FWD_MAX_REGISTERS_NO_Z = 168
 BWD_MAX_REGISTERS_NO_Z = 224
 
