@@ -774,9 +774,10 @@ MIN_PROGRAMS = 1024
 TARGET_PROGRAMS = 4096
 
 
-# Register caps (Triton's ``maxnreg``) for the N >= 8 kernels without z (VMamba's v0 SS2D): there the backward
+# Register caps (Triton's ``maxnreg``) for the N >= 16 kernels without z (VMamba's v0 SS2D): there the backward
 # compiles to 232-247 registers, 8 one-warp programs an SM; at 224 it keeps 9 with no spills (benchmarks/scan_ir.py,
-# every v0 stage). With z (Vim, long_1d) it needs 255 and a cap spills: H100 vim_ti_224 fwd+bwd 0.711 -> 0.739 ms.
+# every v0 stage, and N 32). With z (Vim, long_1d) it needs 255 and a cap spills: H100 vim_ti_224 fwd+bwd 0.711 ->
+# 0.739 ms. Below N 16 a cap only frees the compiler to take more (N 8 backward: 128 -> 167 registers).
 # The forward (168-188 registers, 10-12 programs an SM) takes 168. H100, bf16, ms: vmamba_v0_stage1 fwd 0.72 ->
 # 0.695, fwd+bwd 4.25 -> 4.03; v0 SS2D layer (batch 128) fwd+bwd 25.29 -> 24.64 (fwd 5.66 -> 5.69); a cap of 128 on
 # the forward (spills) gained no more.
@@ -786,7 +787,7 @@ BWD_MAX_REGISTERS_NO_Z = 224
 
 def _register_cap(dstate: int, has_z: bool, backward: bool) -> dict:
     """``maxnreg`` launch option of the forward / backward kernels (empty: the compiler's choice)."""
-    if dstate < 8 or has_z:
+    if dstate < 16 or has_z:
         return {}
     return {"maxnreg": BWD_MAX_REGISTERS_NO_Z if backward else FWD_MAX_REGISTERS_NO_Z}
 
@@ -843,8 +844,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     # a backward walking scan reads its tiles in memory order where that gives vector loads (see the backward)
     walk = dict(PAIRED=bool(paired), REVERSE=bool(reverse), FLIP_TILES=bool(reverse) and vec >= FLIP_TILES_MIN_VEC,
                 CHUNK=_flip_chunk(block_l, u), VEC=vec)
-    hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
     caps = _register_cap(dstate, z is not None, backward=False)
+    hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
     dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
     if n_seg > 1:  # the last segment's summary is never read
         _scan_segment_kernel[(dim // block_d, batch, n_seg - 1)](
