@@ -159,14 +159,25 @@ def _load_bc(ptr, stride_n, offs_d, offs_n, pos, step_mask, dstate, FIXED: tl.co
     multiples of BLOCK_L or VEC, so that the compiler sees it constant over aligned groups of steps and loads
     them with vector instructions (a tl.where on the step index hides that: one 2-byte load a step).
     """
+    return _bc_tile(_load_bc_raw(ptr, stride_n, offs_d, offs_n, pos, step_mask, dstate, FIXED), FIXED, DT)
+
+
+@triton.jit
+def _load_bc_raw(ptr, stride_n, offs_d, offs_n, pos, step_mask, dstate, FIXED: tl.constexpr):
+    """:func:`_load_bc`'s load alone: (BLOCK_N, BLOCK_D) fixed or (BLOCK_L, BLOCK_N) per step, in B/C's dtype and
+    the load's own layout (few registers: what a prefetch keeps across an iteration)."""
     if FIXED:
-        ptrs = ptr + offs_d[None, :] * dstate + offs_n[:, None]
-        tile = tl.load(ptrs, mask=offs_n[:, None] < dstate, other=0.0).to(DT)[None, :, :]
-    else:
-        ptrs = ptr + offs_n[None, :] * stride_n + pos[:, None]
-        mask = (offs_n[None, :] < dstate) & step_mask[:, None]
-        tile = tl.load(ptrs, mask=mask, other=0.0).to(DT)[:, :, None]
-    return tile
+        return tl.load(ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=offs_n[:, None] < dstate, other=0.0)
+    mask = (offs_n[None, :] < dstate) & step_mask[:, None]
+    return tl.load(ptr + offs_n[None, :] * stride_n + pos[:, None], mask=mask, other=0.0)
+
+
+@triton.jit
+def _bc_tile(raw, FIXED: tl.constexpr, DT: tl.constexpr):
+    """A :func:`_load_bc_raw` tile in DT, shaped to broadcast against (BLOCK_L, BLOCK_N, BLOCK_D)."""
+    if FIXED:
+        return raw.to(DT)[None, :, :]
+    return raw.to(DT)[:, :, None]
 
 
 @triton.jit
@@ -217,6 +228,26 @@ def _steps(x, FLIP_TILES: tl.constexpr, CHUNK: tl.constexpr):
 
 
 @triton.jit
+def _segment_tile_loads(u_ptr, delta_ptr, B_blk, row_u, row, stride_B_n, offs_d, offs_n, offs_t, tile, end_tile,
+                        length, dstate, direction, B_FIXED: tl.constexpr, PAIRED: tl.constexpr, REVERSE: tl.constexpr,
+                        FLIP_TILES: tl.constexpr, BLOCK_L: tl.constexpr, CHUNK: tl.constexpr):
+    """_scan_segment_kernel's inputs of one tile, as loaded: u and delta (BLOCK_L, BLOCK_D) in their own dtype (in
+    FLIP_TILES' chunk order) and B as :func:`_load_bc_raw` reads it; nothing is read for a tile at or past
+    end_tile."""
+    offs_l = tile * BLOCK_L + offs_t
+    in_seg = (offs_l < length) & (offs_l < end_tile * BLOCK_L)
+    pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
+    if FLIP_TILES:
+        tpos, tmask = _flipped_tile(tile, 0, length, offs_t, BLOCK_L, CHUNK)
+        io_pos, io_mask = tpos[:, None], tmask[:, None] & (tile < end_tile)
+    else:
+        io_pos, io_mask = pos[:, None], in_seg[:, None]
+    u = tl.load(u_ptr + row_u[None, :] + io_pos, mask=io_mask, other=0.0)
+    dt = tl.load(delta_ptr + row[None, :] + io_pos, mask=io_mask, other=0.0)
+    return u, dt, _load_bc_raw(B_blk, stride_B_n, offs_d, offs_n, pos, in_seg, dstate, B_FIXED)
+
+
+@triton.jit
 def _scan_segment_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hend_ptr, dtsum_ptr,
     dim, length, dstate, tiles_per_seg, n_seg, dim_per_group_B, stride_B_b, stride_B_g, stride_B_n, u_dim, u_share,
@@ -248,29 +279,33 @@ def _scan_segment_kernel(
     row_u = _shared_rows(b, offs_d, direction, u_dim, u_share, stride_u_b, stride_u_d)  # u shared by a pair
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=DT)
     dt_total = tl.zeros((BLOCK_D,), dtype=DT)
-    for tile in range(seg * tiles_per_seg, (seg + 1) * tiles_per_seg):
-        offs_l = tile * BLOCK_L + offs_t
-        l_mask = offs_l[:, None] < length
-        pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
-        if FLIP_TILES:
-            tpos, tmask = _flipped_tile(tile, 0, length, offs_t, BLOCK_L, CHUNK)
-            io_pos, io_mask = tpos[:, None], tmask[:, None]
-        else:
-            io_pos, io_mask = pos[:, None], l_mask
-        u = _steps(tl.load(u_ptr + row_u[None, :] + io_pos, mask=io_mask, other=0.0).to(DT), FLIP_TILES, CHUNK)
-        dt = _steps(tl.load(delta_ptr + row[None, :] + io_pos, mask=io_mask, other=0.0).to(DT), FLIP_TILES, CHUNK)
+    # Each tile's inputs are loaded one iteration ahead, while the previous tile is scanned. Without it the loop
+    # waits on its loads: H100 ncu at vim_ti_1248, 2.3 of the 5.4 cycles between a warp's instructions. Its raw
+    # loads keep few registers (scan_ir.py: 161 -> 132 at L 6085, 80 -> 96 at 6088). Not timed yet (NOTES).
+    first_tile = seg * tiles_per_seg
+    end_tile = first_tile + tiles_per_seg
+    u_in, dt_in, B_in = _segment_tile_loads(u_ptr, delta_ptr, B_blk, row_u, row, stride_B_n, offs_d, offs_n, offs_t,
+                                            first_tile, end_tile, length, dstate, direction, B_FIXED, PAIRED, REVERSE,
+                                            FLIP_TILES, BLOCK_L, CHUNK)
+    for tile in range(first_tile, end_tile):
+        u_ld, dt_ld, B_ld = _segment_tile_loads(u_ptr, delta_ptr, B_blk, row_u, row, stride_B_n, offs_d, offs_n,
+                                                offs_t, tile + 1, end_tile, length, dstate, direction, B_FIXED,
+                                                PAIRED, REVERSE, FLIP_TILES, BLOCK_L, CHUNK)
+        l_mask = (tile * BLOCK_L + offs_t)[:, None] < length
+        u = _steps(u_in.to(DT), FLIP_TILES, CHUNK)
+        dt = _steps(dt_in.to(DT), FLIP_TILES, CHUNK)
         if HAS_BIAS:
             dt += bias[None, :]
         if SOFTPLUS:
             dt = _softplus(dt)
         dt = tl.where(l_mask, dt, 0.0)
-        Bt = _load_bc(B_blk, stride_B_n, offs_d, offs_n, pos, offs_l < length, dstate, B_FIXED, DT)
         decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
-        x = (dt * u)[:, None, :] * Bt
+        x = (dt * u)[:, None, :] * _bc_tile(B_in, B_FIXED, DT)
         x = tl.where(offs_t[:, None, None] == 0, x + decay * h[None, :, :], x)
         _, hs = tl.associative_scan((decay, x), 0, _combine)
         h = tl.sum(tl.where(offs_t[:, None, None] == BLOCK_L - 1, hs, 0.0), 0)
         dt_total += tl.sum(dt, 0)
+        u_in, dt_in, B_in = u_ld, dt_ld, B_ld
     tl.store(hend_ptr + ((b * dim + offs_d[None, :]) * n_seg + seg) * dstate + offs_n[:, None], h, mask=n_mask)
     tl.store(dtsum_ptr + (b * dim + offs_d) * n_seg + seg, dt_total)
 
@@ -412,6 +447,22 @@ def _scan_fwd_kernel(
 
 
 @triton.jit
+def _bwd_segment_tile_loads(dout_ptr, delta_ptr, z_ptr, C_blk, row_do, row_dt, row_z, stride_C_n, offs_d, offs_n,
+                            offs_t, tile, first_tile, length, dstate, direction, HAS_Z: tl.constexpr,
+                            C_FIXED: tl.constexpr, PAIRED: tl.constexpr, REVERSE: tl.constexpr, BLOCK_L: tl.constexpr):
+    """_scan_bwd_segment_kernel's inputs of one tile, as loaded: delta, dout and z (BLOCK_L, BLOCK_D) in their own
+    dtypes (z a placeholder without HAS_Z) and C as :func:`_load_bc_raw` reads it; nothing is read for a tile
+    before first_tile (the segment is walked from its end)."""
+    offs_l = tile * BLOCK_L + offs_t
+    in_seg = (offs_l < length) & (offs_l >= first_tile * BLOCK_L)
+    pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
+    dt = tl.load(delta_ptr + row_dt[None, :] + pos[:, None], mask=in_seg[:, None], other=0.0)
+    dy = tl.load(dout_ptr + row_do[None, :] + pos[:, None], mask=in_seg[:, None], other=0.0)
+    z = tl.load(z_ptr + row_z[None, :] + pos[:, None], mask=in_seg[:, None] & HAS_Z, other=0.0)
+    return dt, dy, z, _load_bc_raw(C_blk, stride_C_n, offs_d, offs_n, pos, in_seg, dstate, C_FIXED)
+
+
+@triton.jit
 def _scan_bwd_segment_kernel(
     dout_ptr, delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, cz_ptr, dtsum_ptr,
     dim, length, dstate, n_tiles, tiles_per_seg, n_seg, dim_per_group_C, stride_C_b, stride_C_g, stride_C_n,
@@ -448,25 +499,30 @@ def _scan_bwd_segment_kernel(
     dt_total = tl.zeros((BLOCK_D,), dtype=DT)
     first_tile = seg * tiles_per_seg
     end_tile = tl.minimum(first_tile + tiles_per_seg, n_tiles)
+    # the segment's tiles, last first, each one's inputs loaded an iteration ahead (as _scan_segment_kernel)
+    dt_in, dy_in, z_in, C_in = _bwd_segment_tile_loads(
+        dout_ptr, delta_ptr, z_ptr, C_blk, row_do, row_dt, row_z, stride_C_n, offs_d, offs_n, offs_t, end_tile - 1,
+        first_tile, length, dstate, direction, HAS_Z, C_FIXED, PAIRED, REVERSE, BLOCK_L)
     for i in range(first_tile, end_tile):
-        tile = first_tile + end_tile - 1 - i  # the segment's tiles, last first
-        offs_l = tile * BLOCK_L + offs_t
-        l_mask = offs_l[:, None] < length
-        pos = _seq_index(offs_l, length, direction, PAIRED, REVERSE)
-        dt = tl.load(delta_ptr + row_dt[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
-        dy = tl.load(dout_ptr + row_do[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
+        tile = first_tile + end_tile - 1 - i
+        dt_ld, dy_ld, z_ld, C_ld = _bwd_segment_tile_loads(
+            dout_ptr, delta_ptr, z_ptr, C_blk, row_do, row_dt, row_z, stride_C_n, offs_d, offs_n, offs_t, tile - 1,
+            first_tile, length, dstate, direction, HAS_Z, C_FIXED, PAIRED, REVERSE, BLOCK_L)
+        l_mask = (tile * BLOCK_L + offs_t)[:, None] < length
+        dt = dt_in.to(DT)
+        dy = dy_in.to(DT)
         if HAS_Z:
-            zt = tl.load(z_ptr + row_z[None, :] + pos[:, None], mask=l_mask, other=0.0).to(DT)
+            zt = z_in.to(DT)
             dy *= zt * tl.sigmoid(zt)
         if HAS_BIAS:
             dt += bias[None, :]
         if SOFTPLUS:
             dt = _softplus(dt)
         dt = tl.where(l_mask, dt, 0.0)
-        Ct = _load_bc(C_blk, stride_C_n, offs_d, offs_n, pos, offs_l < length, dstate, C_FIXED, DT)
         decay = tl.exp2(dt[:, None, :] * A2[None, :, :])
-        _, carry = _adjoint_tile(decay, Ct * dy[:, None, :], carry, offs_t, BLOCK_L)
+        _, carry = _adjoint_tile(decay, _bc_tile(C_in, C_FIXED, DT) * dy[:, None, :], carry, offs_t, BLOCK_L)
         dt_total += tl.sum(dt, 0)
+        dt_in, dy_in, z_in, C_in = dt_ld, dy_ld, z_ld, C_ld
     tl.store(cz_ptr + ((b * dim + offs_d[None, :]) * n_seg + seg) * dstate + offs_n[:, None], carry, mask=n_mask)
     tl.store(dtsum_ptr + (b * dim + offs_d) * n_seg + seg, dt_total)
 
