@@ -16,7 +16,8 @@ writes only ``out``, the last state and, when a backward will follow, the state 
 Parallelism. Programs are (channel block, batch); when that is too few to fill the GPU (long sequences at
 small batch) the forward also splits L into segments: :func:`_scan_segment_kernel` computes each segment's end
 state from zero and its total decay ``exp(A * sum dt)``, and each segment's program chains those into its
-entering state. ``PREFETCH`` loads the next tile while the current one is scanned (a tuning switch).
+entering state. ``PREFETCH`` loads the next tile while the current one is scanned (a tuning switch of the
+forward and backward kernels; the segment passes always load one tile ahead, see :func:`_segment_tile_loads`).
 
 The backward walks the tiles in reverse. It recomputes the tile's forward from the saved entering state,
 then solves the adjoint recurrence ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` on the tile flipped along L (flip, forward
