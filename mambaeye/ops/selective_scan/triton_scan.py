@@ -167,18 +167,22 @@ def _load_bc(ptr, stride_n, offs_d, offs_n, pos, step_mask, dstate, FIXED: tl.co
 def _load_bc_raw(ptr, stride_n, offs_d, offs_n, pos, step_mask, dstate, FIXED: tl.constexpr):
     """:func:`_load_bc`'s load alone: (BLOCK_N, BLOCK_D) fixed or (BLOCK_L, BLOCK_N) per step, in B/C's dtype and
     the load's own layout (few registers: what a prefetch keeps across an iteration)."""
-    if FIXED:
-        return tl.load(ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=offs_n[:, None] < dstate, other=0.0)
-    mask = (offs_n[None, :] < dstate) & step_mask[:, None]
-    return tl.load(ptr + offs_n[None, :] * stride_n + pos[:, None], mask=mask, other=0.0)
+    if FIXED:  # one return: the compiler checks every return's shape, constexpr branch or not
+        raw = tl.load(ptr + offs_d[None, :] * dstate + offs_n[:, None], mask=offs_n[:, None] < dstate, other=0.0)
+    else:
+        mask = (offs_n[None, :] < dstate) & step_mask[:, None]
+        raw = tl.load(ptr + offs_n[None, :] * stride_n + pos[:, None], mask=mask, other=0.0)
+    return raw
 
 
 @triton.jit
 def _bc_tile(raw, FIXED: tl.constexpr, DT: tl.constexpr):
     """A :func:`_load_bc_raw` tile in DT, shaped to broadcast against (BLOCK_L, BLOCK_N, BLOCK_D)."""
     if FIXED:
-        return raw.to(DT)[None, :, :]
-    return raw.to(DT)[:, :, None]
+        tile = raw.to(DT)[None, :, :]
+    else:
+        tile = raw.to(DT)[:, :, None]
+    return tile
 
 
 @triton.jit
