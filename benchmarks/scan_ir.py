@@ -11,9 +11,10 @@ and the TTGIR layouts, layout conversions, scans and reductions.
     python benchmarks/scan_ir.py --op bias_gelu --stage 1       # the MLP's bias + GELU at VMamba-T's 56x56 stage
 
 The launchers run on meta tensors with the kernels swapped for recorders, so the arguments, strides, constexprs and
-num_warps are the real ones; integer arguments divisible by 16 get the divisibility hint a real launch would.
-Triton's bundled nvdisasm and cuobjdump read the cubin. Use it to see what a kernel change does before spending GPU
-time (benchmarks/NOTES.md: it found the reverse scan's 640 shuffles and the LayerNorm's scalar loads at 14x14).
+num_warps are the real ones (mambaeye.ops.offline_compile, which tests/ops/test_triton_compile.py also uses to
+compile every kernel in CI). Triton's bundled nvdisasm and cuobjdump read the cubin. Use it to see what a kernel
+change does before spending GPU time (benchmarks/NOTES.md: it found the reverse scan's 640 shuffles and the
+LayerNorm's scalar loads at 14x14).
 """
 
 from __future__ import annotations
@@ -22,89 +23,27 @@ import argparse
 import collections
 import os
 import re
-import subprocess
-import tempfile
 
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 from mambaeye.bench._common import VMAMBA_T_STAGES
 from mambaeye.bench.scan import SHAPES, make_inputs
 from mambaeye.ops.bias_gelu import triton_bias_gelu
 from mambaeye.ops.layer_norm import triton_norm
+from mambaeye.ops.offline_compile import compile_sm90, record, registers_and_stack, sass
 from mambaeye.ops.selective_scan import triton_scan
 
-_TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.float64: "*fp64"}
 
-
-class _Recorder:
-    """Stands in for a @triton.jit kernel: ``kernel[grid](*args, **kwargs)`` records the call."""
-
-    def __init__(self, fn):
-        self.fn, self.calls = fn, []
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.calls.append((grid, args, kwargs))
-
-
-def _compile(fn, args, kwargs):
-    kwargs = dict(kwargs)
-    num_warps = kwargs.pop("num_warps", 4)
-    options = {"num_warps": num_warps}
-    if "maxnreg" in kwargs:  # a launch's register cap (triton_scan._register_cap)
-        options["maxnreg"] = kwargs.pop("maxnreg")
-    signature, attrs = {}, {}
-    for i, (name, value) in enumerate(zip(fn.arg_names, args, strict=False)):
-        if isinstance(value, torch.Tensor):
-            signature[name] = _TYPES[value.dtype]
-            attrs[(i,)] = [["tt.divisibility", 16]]  # allocations are aligned
-        else:
-            signature[name] = "i32"
-            if value % 16 == 0:
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    constexprs = {name: kwargs[name] for name in fn.arg_names if name in kwargs}
-    signature.update({name: "constexpr" for name in constexprs})
-    source = ASTSource(fn, signature, constexprs, attrs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options), num_warps
-
-
-def _sass(compiled) -> tuple[str, str]:
-    """(SASS listing, cuobjdump's resource usage) of a compiled kernel."""
-    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
-        f.flush()
-        sass = subprocess.run([f"{bindir}/nvdisasm", "-c", f.name], capture_output=True, text=True).stdout
-        usage = subprocess.run([f"{bindir}/cuobjdump", "-res-usage", f.name], capture_output=True, text=True).stdout
-    return sass, usage
-
-
-def _sass_report(sass: str, usage: str) -> str:
+def _sass_report(listing: str, usage: str) -> str:
     ops = collections.Counter(m.group(1).split(".")[0] for m in
-                              re.finditer(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass))
-    regs, stack = re.search(r"REG:(\d+)", usage).group(1), re.search(r"STACK:(\d+)", usage).group(1)
+                              re.finditer(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", listing))
+    regs, stack = registers_and_stack(usage)
     top = ", ".join(f"{op} {n}" for op, n in ops.most_common(12))
-    memory = collections.Counter(re.findall(r"\b((?:LDG|STG)\.E[.\w]*)", sass))
+    memory = collections.Counter(re.findall(r"\b((?:LDG|STG)\.E[.\w]*)", listing))
     widths = ", ".join(f"{op} {n}" for op, n in sorted(memory.items()))
     return (f"registers {regs}, stack (spills) {stack} bytes, {sum(ops.values())} SASS instructions; "
             f"SHFL {ops['SHFL']}, LDS {ops['LDS']}, STS {ops['STS']}, BAR {ops['BAR']}\n   top: {top}\n"
             f"   global loads/stores: {widths}")
-
-
-def _record(module, names: tuple[str, ...], launch) -> dict[str, _Recorder]:
-    """Run ``launch()`` with ``module``'s kernels ``names`` swapped for recorders; returns the recorders."""
-    recorders = {name: _Recorder(getattr(module, name)) for name in names}
-    saved = {name: getattr(module, name) for name in names}
-    try:
-        for name, recorder in recorders.items():
-            setattr(module, name, recorder)
-        launch()
-    finally:
-        for name, fn in saved.items():
-            setattr(module, name, fn)
-    return recorders
 
 
 def _scan_launches(shape: str, order: str):
@@ -174,17 +113,17 @@ def main() -> None:
         module, names, launch = (_layer_norm_launches if args.op == "layer_norm" else _bias_gelu_launches)(args.stage)
         dim, side = VMAMBA_T_STAGES[args.stage]
         where = f"VMamba-T stage {args.stage} (C {dim}, {side}x{side})"
-    for name, recorder in _record(module, names, launch).items():
+    for name, recorder in record(module, names, launch).items():
         for i, (grid, call_args, call_kwargs) in enumerate(recorder.calls):
-            compiled, num_warps = _compile(recorder.fn, call_args, call_kwargs)
+            compiled, num_warps = compile_sm90(recorder.fn, call_args, call_kwargs), call_kwargs.get("num_warps", 4)
             blocks = {k: v for k, v in call_kwargs.items()
                       if k.startswith("BLOCK") or k in ("PREFETCH", "REVERSE", "FLIP_TILES", "CHUNK", "VEC")}
             print(f"== {name} at {where}: grid {grid}, {num_warps} warps, {blocks}")
-            sass, usage = _sass(compiled)
-            print("  ", _sass_report(sass, usage))
+            listing, usage = sass(compiled)
+            print("  ", _sass_report(listing, usage))
             if args.dump:
                 os.makedirs(args.dump, exist_ok=True)
-                for ext, text in (("sass", sass), ("ttgir", compiled.asm["ttgir"])):
+                for ext, text in (("sass", listing), ("ttgir", compiled.asm["ttgir"])):
                     launch_tag = f"-{i}" if len(recorder.calls) > 1 else ""  # the paired backward launches twice
                     with open(os.path.join(args.dump, f"{name.strip('_')}{launch_tag}.{ext}"), "w") as f:
                         f.write(text)
