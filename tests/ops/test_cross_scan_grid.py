@@ -10,7 +10,9 @@ from mambaeye.ops import available_backends
 needs_triton_cpu = pytest.mark.skipif("triton" not in available_backends("cpu"),
                                      reason="needs triton and its interpreter (TRITON_INTERPRET=1, set without a GPU)")
 
-SHAPES = [(2, 3, 5, 7), (1, 1, 33, 40)]  # one tile, several with ragged edges, H > W
+# several planes a program (crossing batches, the last block ragged); one plane a program; 64 x 64 tiles with ragged
+# edges, H > W
+SHAPES = [(3, 5, 7, 9), (2, 3, 33, 40), (1, 2, 70, 65)]
 
 
 def _spread_ref(x, sources, copies):
@@ -80,7 +82,7 @@ def test_custom_ops_pass_opcheck_and_bad_shapes_are_named():
 def test_spread_and_gather_on_the_gpu_at_vmamba_sizes():
     from mambaeye.ops.cross_scan.grid import gather, spread
 
-    for shape in [(8, 96, 56, 56), (100, 768, 7, 7), (2, 8, 7, 9)]:  # B*D = 76,800 planes: above 65,535
+    for shape in [(8, 96, 56, 56), (100, 768, 7, 7), (2, 8, 7, 9), (2, 4, 130, 100)]:  # 76,800 planes; 64x64 tiles
         x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
         assert torch.equal(spread(x, 2, 2), _spread_ref(x, 2, 2))
         s = torch.randn(shape[0], 2, 2, shape[1], shape[2] * shape[3], device="cuda", dtype=torch.bfloat16)

@@ -11,9 +11,13 @@ other's backward. In PyTorch::
 
 Why kernels: PyTorch runs the column-major side of either as a generic strided elementwise kernel (and the sum
 over R as a reduction), about 5 ms a VMamba-T inference step on an H100 (benchmarks/NOTES.md). Here a program
-moves one (32 x 32) tile of one (batch, channel) plane: the row-major side is read or written along W and the
-column-major side along H, both coalesced, with the transpose done in registers (``tl.trans``); the sum over R
-and over the sources is accumulated in float32 (float64 for float64) and rounded once.
+moves a (BLOCK_P, BLOCK_H, BLOCK_W) tile: whole (batch, channel) planes up to 64 x 64 (several of them at
+VMamba's 28x28 to 7x7 stages), else 64 x 64 tiles of one. The row-major side is read or written along W and the
+column-major side along H, both coalesced - for whole planes each side is one contiguous range - with the
+transpose done in registers (``tl.permute``); the sum over R and over the sources is accumulated in float32
+(float64 for float64) and rounded once. H and W are compile-time constants, so that the compiler knows the rows'
+alignment and moves 16 bytes an instruction where they allow it (W = 56: ``scan_ir``-style SASS 1272 -> 160
+instructions for the spread, 2-byte -> 16-byte loads and stores); each grid size compiles once.
 """
 
 from __future__ import annotations
@@ -28,67 +32,85 @@ from ..selective_scan.triton_scan import compute_dtype
 
 __all__ = ["spread", "gather"]
 
-TILE = 32
+TILE = 4096  # elements a program moves (of each source): 32 a thread at 4 warps
+MAX_SIDE = 64  # a tile's rows and columns: whole planes up to 64 x 64, else 64 x 64 tiles of 128-byte bf16 rows
 
 
 @triton.jit
-def _gather_kernel(s_ptr, y_ptr, dim, H, W, n_tw, S: tl.constexpr, R: tl.constexpr, DT: tl.constexpr,
-                   TILE: tl.constexpr):
-    bd = tl.program_id(0).to(tl.int64)  # b * dim + d (axis 0: up to 2^31 - 1 programs; axes 1 and 2: 65535)
-    b, d = bd // dim, bd % dim
-    length = H * W
-    offs_i = (tl.program_id(1) // n_tw) * TILE + tl.arange(0, TILE)
-    offs_j = (tl.program_id(1) % n_tw) * TILE + tl.arange(0, TILE)
-    mask = (offs_i[:, None] < H) & (offs_j[None, :] < W)  # (TILE_i, TILE_j)
-    row = offs_i[:, None] * W + offs_j[None, :]
-    acc = tl.zeros((TILE, TILE), dtype=DT)
-    for r in tl.static_range(R):
-        plane = ((b * S + 0) * R + r) * dim + d
-        acc += tl.load(s_ptr + plane * length + row, mask=mask, other=0.0).to(DT)
-    if S == 2:
-        col = offs_j[:, None] * H + offs_i[None, :]  # (TILE_j, TILE_i), contiguous along i
-        col_mask = (offs_j[:, None] < W) & (offs_i[None, :] < H)
-        acc_t = tl.zeros((TILE, TILE), dtype=DT)
-        for r in tl.static_range(R):
-            plane = ((b * S + 1) * R + r) * dim + d
-            acc_t += tl.load(s_ptr + plane * length + col, mask=col_mask, other=0.0).to(DT)
-        acc += tl.trans(acc_t)
-    tl.store(y_ptr + bd * length + row, acc.to(y_ptr.dtype.element_ty), mask=mask)
+def _tile_offsets(H: tl.constexpr, W: tl.constexpr, n_th, n_tw, n_planes, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
+                  BLOCK_W: tl.constexpr):
+    """This program's BLOCK_P consecutive (batch, channel) planes bd (int64) and its (BLOCK_H, BLOCK_W) tile of
+    each: (bd, i, j, row-major offsets i * W + j, column-major offsets j * H + i (BLOCK_P, BLOCK_W, BLOCK_H), the
+    masks of both). Program ids run over (plane block, tile row, tile column), all on grid axis 0 (axes 1 and 2
+    allow only 65,535)."""
+    pid = tl.program_id(0)
+    tiles = n_th * n_tw
+    blk, t = pid // tiles, pid % tiles
+    bd = blk.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    i = (t // n_tw) * BLOCK_H + tl.arange(0, BLOCK_H)
+    j = (t % n_tw) * BLOCK_W + tl.arange(0, BLOCK_W)
+    p_ok = bd < n_planes
+    row = i[None, :, None] * W + j[None, None, :]  # (1, BLOCK_H, BLOCK_W)
+    row_mask = p_ok[:, None, None] & (i[None, :, None] < H) & (j[None, None, :] < W)
+    col = j[None, :, None] * H + i[None, None, :]  # (1, BLOCK_W, BLOCK_H): contiguous along i
+    col_mask = p_ok[:, None, None] & (j[None, :, None] < W) & (i[None, None, :] < H)
+    return bd, row, row_mask, col, col_mask
 
 
 @triton.jit
-def _spread_kernel(x_ptr, s_ptr, dim, H, W, n_tw, S: tl.constexpr, R: tl.constexpr, TILE: tl.constexpr):
-    bd = tl.program_id(0).to(tl.int64)
+def _gather_kernel(s_ptr, y_ptr, dim, n_th, n_tw, n_planes, H: tl.constexpr, W: tl.constexpr, S: tl.constexpr,
+                   R: tl.constexpr, DT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
+                   BLOCK_W: tl.constexpr):
+    bd, row, row_mask, col, col_mask = _tile_offsets(H, W, n_th, n_tw, n_planes, BLOCK_P, BLOCK_H, BLOCK_W)
     b, d = bd // dim, bd % dim
     length = H * W
-    offs_i = (tl.program_id(1) // n_tw) * TILE + tl.arange(0, TILE)
-    offs_j = (tl.program_id(1) % n_tw) * TILE + tl.arange(0, TILE)
-    mask = (offs_i[:, None] < H) & (offs_j[None, :] < W)
-    row = offs_i[:, None] * W + offs_j[None, :]
-    tile = tl.load(x_ptr + bd * length + row, mask=mask, other=0.0)
+    acc = tl.zeros((BLOCK_P, BLOCK_H, BLOCK_W), dtype=DT)
     for r in tl.static_range(R):
         plane = ((b * S + 0) * R + r) * dim + d
-        tl.store(s_ptr + plane * length + row, tile, mask=mask)
+        acc += tl.load(s_ptr + (plane * length)[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
     if S == 2:
-        col = offs_j[:, None] * H + offs_i[None, :]
-        col_mask = (offs_j[:, None] < W) & (offs_i[None, :] < H)
-        tile_t = tl.trans(tile)
+        acc_t = tl.zeros((BLOCK_P, BLOCK_W, BLOCK_H), dtype=DT)
         for r in tl.static_range(R):
             plane = ((b * S + 1) * R + r) * dim + d
-            tl.store(s_ptr + plane * length + col, tile_t, mask=col_mask)
+            acc_t += tl.load(s_ptr + (plane * length)[:, None, None] + col, mask=col_mask, other=0.0).to(DT)
+        acc += tl.permute(acc_t, (0, 2, 1))
+    tl.store(y_ptr + (bd * length)[:, None, None] + row, acc.to(y_ptr.dtype.element_ty), mask=row_mask)
 
 
-def _grid(batch: int, dim: int, height: int, width: int) -> tuple[tuple[int, int], int]:
-    n_tw = triton.cdiv(width, TILE)
-    return (batch * dim, triton.cdiv(height, TILE) * n_tw), n_tw
+@triton.jit
+def _spread_kernel(x_ptr, s_ptr, dim, n_th, n_tw, n_planes, H: tl.constexpr, W: tl.constexpr, S: tl.constexpr,
+                   R: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    bd, row, row_mask, col, col_mask = _tile_offsets(H, W, n_th, n_tw, n_planes, BLOCK_P, BLOCK_H, BLOCK_W)
+    b, d = bd // dim, bd % dim
+    length = H * W
+    tile = tl.load(x_ptr + (bd * length)[:, None, None] + row, mask=row_mask, other=0.0)
+    for r in tl.static_range(R):
+        plane = ((b * S + 0) * R + r) * dim + d
+        tl.store(s_ptr + (plane * length)[:, None, None] + row, tile, mask=row_mask)
+    if S == 2:
+        tile_t = tl.permute(tile, (0, 2, 1))
+        for r in tl.static_range(R):
+            plane = ((b * S + 1) * R + r) * dim + d
+            tl.store(s_ptr + (plane * length)[:, None, None] + col, tile_t, mask=col_mask)
+
+
+def _config(planes: int, height: int, width: int) -> tuple[tuple[int], dict]:
+    """(grid, the kernels' tile arguments): whole planes up to MAX_SIDE a side (both copies of a plane are then one
+    contiguous range each), several of them when a plane is smaller than TILE elements."""
+    block_h = min(triton.next_power_of_2(height), MAX_SIDE)
+    block_w = min(triton.next_power_of_2(width), MAX_SIDE)
+    block_p = max(1, TILE // (block_h * block_w))
+    n_th, n_tw = triton.cdiv(height, block_h), triton.cdiv(width, block_w)
+    grid = (triton.cdiv(planes, block_p) * n_th * n_tw,)
+    return grid, dict(n_th=n_th, n_tw=n_tw, n_planes=planes, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w)
 
 
 def _gather_impl(s: Tensor, height: int, width: int) -> Tensor:
     batch, sources, copies, dim, _ = s.shape
     s = s.contiguous()
     y = s.new_empty(batch, dim, height, width)
-    grid, n_tw = _grid(batch, dim, height, width)
-    _gather_kernel[grid](s, y, dim, height, width, n_tw, S=sources, R=copies, DT=compute_dtype(s)[1], TILE=TILE,
+    grid, tiles = _config(batch * dim, height, width)
+    _gather_kernel[grid](s, y, dim, H=height, W=width, **tiles, S=sources, R=copies, DT=compute_dtype(s)[1],
                          num_warps=4)
     return y
 
@@ -97,8 +119,8 @@ def _spread_impl(x: Tensor, sources: int, copies: int) -> Tensor:
     batch, dim, height, width = x.shape
     x = x.contiguous()
     s = x.new_empty(batch, sources, copies, dim, height * width)
-    grid, n_tw = _grid(batch, dim, height, width)
-    _spread_kernel[grid](x, s, dim, height, width, n_tw, S=sources, R=copies, TILE=TILE, num_warps=4)
+    grid, tiles = _config(batch * dim, height, width)
+    _spread_kernel[grid](x, s, dim, H=height, W=width, **tiles, S=sources, R=copies, num_warps=4)
     return s
 
 
