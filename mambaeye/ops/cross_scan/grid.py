@@ -16,8 +16,11 @@ VMamba's 28x28 to 7x7 stages), else 64 x 64 tiles of one. The row-major side is 
 column-major side along H, both coalesced - for whole planes each side is one contiguous range - with the
 transpose done in registers (``tl.permute``); the sum over R and over the sources is accumulated in float32
 (float64 for float64) and rounded once. H and W are compile-time constants, so that the compiler knows the rows'
-alignment and moves 16 bytes an instruction where they allow it (W = 56: ``scan_ir``-style SASS 1272 -> 160
-instructions for the spread, 2-byte -> 16-byte loads and stores); each grid size compiles once.
+alignment and moves 16 bytes an instruction where they allow it (W = 56: SASS 1272 -> 160 instructions for the
+spread, 2-byte -> 16-byte loads and stores); each grid size compiles once. H100, batch 128, bf16, VMamba-T's
+stages 56² / 28² / 14² / 7², spread(x, 2, 1) in us against the earlier 32 x 32 tiles with runtime H, W: 293 -> 82,
+44 -> 45, 60 -> 27, 114 -> 29; gather of 2 sources x 2 copies 275 -> 127, 72 -> 66, 103 -> 37, 202 -> 24
+(benchmarks/NOTES.md; TILE 4096 was slower at 28² and 14², 8 warps no better).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ..selective_scan.triton_scan import compute_dtype
 
 __all__ = ["spread", "gather"]
 
-TILE = 4096  # elements a program moves (of each source): 32 a thread at 4 warps
+TILE = 2048  # elements a program moves (of each source) where planes are small: 16 a thread at 4 warps
 MAX_SIDE = 64  # a tile's rows and columns: whole planes up to 64 x 64, else 64 x 64 tiles of 128-byte bf16 rows
 
 
