@@ -8,6 +8,11 @@ by a constant offset (dh * W + dw) with row and column masks for the zero paddin
 x is read from memory about once and y written once. A first version on flattened positions (row and column by
 integer division, a mask per tap and element) was 2x slower than PyTorch's conv + SiLU (H100: 804 vs 418 us at
 VMamba-T's first stage). Arithmetic in float32 (float64 for float64 x), bias and SiLU applied in registers.
+H and W are compile-time constants (each map size compiles once), so the compiler knows the rows' alignment: at
+56x56 the centre taps and the stores move 16 bytes an instruction and the forward needs 40 registers instead of
+123. H100, batch 128, bf16, VMamba-T's stages 56² / 28² / 14² / 7², us a call, runtime -> constant H, W: forward
+233 / 107 / 60 / 26 -> 172 / 77 / 66 / 20, backward 390 / 248 / 124 / 87 -> 474 / 244 / 94 / 93 (the 56² backward
+got slower, not understood yet: benchmarks/NOTES.md); VMamba-T 6614 -> 6693 img/s inference, 2172 -> 2181 training.
 
 The backward (from the gradient before the SiLU, contiguous) owns one channel, a block of its plane's positions and
 a slice of the batch, and loops over the images: dx is the conv of the gradient with the kernel flipped, and the
@@ -29,9 +34,10 @@ TILE = 1024  # outputs a program: 8 a thread at 4 warps (4096 spilled: 32 output
 
 
 @triton.jit
-def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channels, height, width, n_hblocks, sx_b,
-                            sx_c, K: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE_PRE: tl.constexpr,
-                            BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, DT: tl.constexpr):
+def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channels, n_hblocks, sx_b, sx_c,
+                            height: tl.constexpr, width: tl.constexpr, K: tl.constexpr, HAS_BIAS: tl.constexpr,
+                            SAVE_PRE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
+                            BLOCK_W: tl.constexpr, DT: tl.constexpr):
     pid = tl.program_id(0)
     offs_p = (pid // n_hblocks) * BLOCK_P + tl.arange(0, BLOCK_P)  # plane = b * C + c
     offs_h = (pid % n_hblocks) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -64,8 +70,8 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
 
 
 @triton.jit
-def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels, height, width, n_blocks,
-                       batches_per_split, sx_b, sx_c, K: tl.constexpr, BLOCK_T: tl.constexpr,
+def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels, n_blocks, batches_per_split, sx_b,
+                       sx_c, height: tl.constexpr, width: tl.constexpr, K: tl.constexpr, BLOCK_T: tl.constexpr,
                        BLOCK_S: tl.constexpr, DT: tl.constexpr):
     """One channel, BLOCK_S positions of its plane (flattened), a slice of the batch. The K * K taps are a tensor
     axis (padded to BLOCK_T): a (BLOCK_T, BLOCK_S) load of the gradient at the flipped taps' offsets, times the
@@ -128,8 +134,8 @@ def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bo
     pre = torch.empty_like(y) if save_pre else y.new_empty(0)
     block_p, block_h, block_w, n_hblocks, programs = _config(batch * channels, height, width)
     _dwconv_silu_fwd_kernel[(programs,)](
-        x, weight, bias if bias is not None else weight, y, pre, batch * channels, channels, height, width,
-        n_hblocks, x.stride(0), x.stride(1), K=weight.shape[-1], HAS_BIAS=bias is not None, SAVE_PRE=save_pre,
+        x, weight, bias if bias is not None else weight, y, pre, batch * channels, channels, n_hblocks, x.stride(0),
+        x.stride(1), height=height, width=width, K=weight.shape[-1], HAS_BIAS=bias is not None, SAVE_PRE=save_pre,
         BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
     )
     return y, pre
@@ -155,8 +161,8 @@ def dwconv_bwd(dpre: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tuple
     splits = triton.cdiv(batch, batches_per_split)
     part = torch.empty(splits, channels, n_blocks, k * k + 1, device=x.device, dtype=acc_dtype)
     _dwconv_bwd_kernel[(channels * n_blocks, splits)](
-        dpre, x, weight, dx, part, batch, channels, height, width, n_blocks, batches_per_split, x.stride(0),
-        x.stride(1), K=k, BLOCK_T=triton.next_power_of_2(k * k), BLOCK_S=block_s, DT=DT, num_warps=4,
+        dpre, x, weight, dx, part, batch, channels, n_blocks, batches_per_split, x.stride(0), x.stride(1),
+        height=height, width=width, K=k, BLOCK_T=triton.next_power_of_2(k * k), BLOCK_S=block_s, DT=DT, num_warps=4,
     )
     dweight = part[..., : k * k].sum((0, 2)).view(channels, 1, k, k)
     return dx, dweight, (part[..., k * k].sum((0, 2)) if has_bias else None)
