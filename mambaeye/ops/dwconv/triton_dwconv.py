@@ -73,11 +73,15 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
 def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels, n_blocks, batches_per_split, sx_b,
                        sx_c, height: tl.constexpr, width: tl.constexpr, K: tl.constexpr, BLOCK_T: tl.constexpr,
                        BLOCK_S: tl.constexpr, DT: tl.constexpr):
-    """One channel, BLOCK_S positions of its plane (flattened), a slice of the batch. The K * K taps are a tensor
-    axis (padded to BLOCK_T): a (BLOCK_T, BLOCK_S) load of the gradient at the flipped taps' offsets, times the
-    weights and summed over taps, gives dx; a load of x at the taps' offsets, times the gradient, accumulates the
-    weight's gradient across the batch loop, reduced once at the end. Offsets and zero-padding masks depend only
-    on the position and are computed once, outside the batch loop."""
+    """One channel, BLOCK_S positions of its plane (flattened), a slice of the batch. dx: the gradient loaded at
+    each flipped tap's offset in turn (a static loop over the K * K taps), times that tap's weight. dweight: the
+    taps are a tensor axis (padded to BLOCK_T); a (BLOCK_T, BLOCK_S) load of x at the taps' offsets, times the
+    gradient, accumulates across the batch loop and is reduced once at the end. Offsets and zero-padding masks
+    depend only on the position and are computed once, outside the batch loop.
+
+    dx was a (BLOCK_T, BLOCK_S) load summed over the taps axis too; the loop over taps loads 9 rows instead of 16
+    padded ones and takes the batch loop from 362 to 257 SASS instructions at 56x56 (offline, sm_90). NOT timed
+    yet (the session's device time ran out): benchmarks/NOTES.md has the A/B to run."""
     pid = tl.program_id(0)
     split = tl.program_id(1)
     c = pid // n_blocks
@@ -92,11 +96,7 @@ def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels
     # x[h + dh, w + dw] feeds dweight[t]; dpre[h - dh, w - dw] feeds dx[h, w]
     hh, ww = row[None, :] + dh[:, None], col[None, :] + dw[:, None]
     x_ok = t_ok[:, None] & s_ok[None, :] & (hh >= 0) & (hh < height) & (ww >= 0) & (ww < width)
-    hh, ww = row[None, :] - dh[:, None], col[None, :] - dw[:, None]
-    g_ok = t_ok[:, None] & s_ok[None, :] & (hh >= 0) & (hh < height) & (ww >= 0) & (ww < width)
     shift = (dh * width + dw)[:, None] + offs_s[None, :]  # (BLOCK_T, BLOCK_S): x at +shift, dpre at -shift
-    flip = offs_s[None, :] - (dh * width + dw)[:, None]
-    wv = tl.load(w_ptr + c * (K * K) + offs_t, mask=t_ok, other=0.0).to(DT)
     acc = tl.zeros((BLOCK_T, BLOCK_S), dtype=DT)
     dbias = tl.zeros((BLOCK_S,), dtype=DT)
     b_start = split.to(tl.int64) * batches_per_split
@@ -107,8 +107,13 @@ def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels
         dbias += g
         xv = tl.load(x_ptr + b * sx_b + c * sx_c + shift, mask=x_ok, other=0.0).to(DT)
         acc += xv * g[None, :]
-        gv = tl.load(dpre_ptr + plane + flip, mask=g_ok, other=0.0).to(DT)
-        tl.store(dx_ptr + plane + offs_s, tl.sum(gv * wv[:, None], 0).to(dx_ptr.dtype.element_ty), mask=s_ok)
+        dxv = tl.zeros((BLOCK_S,), dtype=DT)
+        for t in tl.static_range(K * K):  # dx: the taps one by one, so no sum across the threads' tap rows
+            fh, fw = t // K - K // 2, t % K - K // 2
+            ok = s_ok & (row >= fh) & (row < height + fh) & (col >= fw) & (col < width + fw)
+            gv = tl.load(dpre_ptr + plane + offs_s - (fh * width + fw), mask=ok, other=0.0).to(DT)
+            dxv += gv * tl.load(w_ptr + c * (K * K) + t).to(DT)
+        tl.store(dx_ptr + plane + offs_s, dxv.to(dx_ptr.dtype.element_ty), mask=s_ok)
     part = part_ptr + ((split * channels + c).to(tl.int64) * n_blocks + pid % n_blocks) * (K * K + 1)
     tl.store(part + offs_t, tl.sum(acc, 1), mask=t_ok)
     tl.store(part + K * K, tl.sum(dbias, 0))
