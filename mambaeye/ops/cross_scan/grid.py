@@ -20,7 +20,7 @@ alignment and moves 16 bytes an instruction where they allow it (W = 56: SASS 12
 spread, 2-byte -> 16-byte loads and stores); each grid size compiles once. H100, batch 128, bf16, VMamba-T's
 stages 56² / 28² / 14² / 7², spread(x, 2, 1) in us against the earlier 32 x 32 tiles with runtime H, W: 293 -> 82,
 44 -> 45, 60 -> 27, 114 -> 29; gather of 2 sources x 2 copies 275 -> 127, 72 -> 66, 103 -> 37, 202 -> 24
-(benchmarks/NOTES.md; TILE 4096 was slower at 28² and 14², 8 warps no better).
+(``benchmarks/ss2d_ops.py``; TILE 4096 was slower at 28² and 14², 8 warps no better: benchmarks/NOTES.md).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ H and W are compile-time constants (each map size compiles once), so the compile
 56x56 the centre taps and the stores move 16 bytes an instruction and the forward needs 40 registers instead of
 123. H100, batch 128, bf16, VMamba-T's stages 56² / 28² / 14² / 7², us a call, runtime -> constant H, W: forward
 233 / 107 / 60 / 26 -> 172 / 77 / 66 / 20, backward 390 / 248 / 124 / 87 -> 474 / 244 / 94 / 93 (the 56² backward
-got slower, not understood yet: benchmarks/NOTES.md); VMamba-T 6614 -> 6693 img/s inference, 2172 -> 2181 training.
+got slower, not understood yet; ``benchmarks/ss2d_ops.py``, benchmarks/NOTES.md); VMamba-T 6614 -> 6693 img/s
+inference, 2172 -> 2181 training.
 
 The backward (from the gradient before the SiLU, contiguous) owns one channel, a block of its plane's positions and
 a slice of the batch, and loops over the images: dx is the conv of the gradient with the kernel flipped, and the
