@@ -17,16 +17,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
-import json
 import platform
-import re
-import sys
 from pathlib import Path
 
 import torch
 
 # shapes (with the official kernel's H100 times), inputs, byte counts and dtypes: the `mambaeye bench scan` suite's
-from mambaeye.bench._common import DTYPES, graph_replay_ms, graph_replay_note, median_ms
+from mambaeye.bench._common import (
+    DTYPES,
+    graph_replay_ms,
+    graph_replay_note,
+    median_ms,
+    script_command,
+    write_script_results,
+)
 from mambaeye.bench.scan import GPU_SHAPES, SHAPES, copy_bandwidth_gbs, run_case
 from mambaeye.ops import available_backends
 
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         triton_version = None
     versions = dict(torch=torch.__version__, triton=triton_version, python=platform.python_version())
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    command = script_command()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"# Selective scan on {card}\n\n{when}; `{command}`; torch {versions['torch']}, "
               f"triton {versions['triton']}; dtype {str(dtype).removeprefix('torch.')}; softplus on, D and "
@@ -114,12 +118,8 @@ def main(argv: list[str] | None = None) -> int:
               + f"; {timing_note(device)}")
     md = to_markdown(rows, copy_gbs, header)
     print(md)
-    out_dir = Path(args.out) / re.sub(r"[^A-Za-z0-9._-]+", "_", card).strip("_")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scan.md").write_text(md)
-    (out_dir / "scan.json").write_text(json.dumps(dict(card=card, date=when, command=command, versions=versions,
-                                                       copy_gbs=copy_gbs, timing=timing_note(device), rows=rows),
-                                                  indent=2))
+    write_script_results(args.out, card, "scan", md, dict(card=card, date=when, command=command, versions=versions,
+                                                          copy_gbs=copy_gbs, timing=timing_note(device), rows=rows))
     return 0
 
 

@@ -18,13 +18,18 @@ delta_bias, softplus on, 4 groups of B/C (VMamba's directions). Times are a call
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import torch
 
-from mambaeye.bench._common import card_name, environment, graph_replay_ms, graph_replay_note, slug
+from mambaeye.bench._common import (
+    card_name,
+    environment,
+    graph_replay_ms,
+    graph_replay_note,
+    script_command,
+    write_script_results,
+)
 from mambaeye.ops.selective_scan import triton_scan
 
 GROUPS = 4
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         del t
 
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    command = script_command()
     env = environment("cuda", command)
     card = card_name("cuda")
     header = (f"# The scan by visiting order on {card}\n\n{env['date']}; `{command}`; torch "
@@ -115,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
               f"softplus on; {graph_replay_note()}")
     md = to_markdown(rows, header)
     print(md)
-    out_dir = Path(args.out) / slug(card)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scan_directions.md").write_text(md)
-    (out_dir / "scan_directions.json").write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
+    write_script_results(args.out, card, "scan_directions", md, dict(environment=env, rows=rows))
     return 0
 
 

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
-import re
-import sys
 from pathlib import Path
 
 import torch
 import triton
 
-from mambaeye.bench._common import graph_replay_ms, graph_replay_note
+from mambaeye.bench._common import graph_replay_ms, graph_replay_note, script_command, write_script_results
 from mambaeye.layers import SS2D
 from mambaeye.ops.cross_scan import cross_selective_scan
 
@@ -90,7 +87,7 @@ def main(argv=None) -> int:
             rows.append(r)
             print(f"{name:10s} fused={fused!s:5s} layer {r['layer_fwd']:7.3f} / {r['layer_fwd_bwd']:7.3f} ms  "
                   f"core {r['core_fwd']:7.3f} / {r['core_fwd_bwd']:7.3f} ms", flush=True)
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    command = script_command()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# SS2D on {card}", "",
              f"{when}; `{command}`; torch {torch.__version__}, triton {triton.__version__}; batch {args.batch}, "
@@ -104,12 +101,9 @@ def main(argv=None) -> int:
                      f"{off[0]} / {off[1]} | {off[0] / r['layer_fwd']:.2f}x / {off[1] / r['layer_fwd_bwd']:.2f}x |")
     md = "\n".join(lines) + "\n"
     print(md)
-    out_dir = Path(args.out) / re.sub(r"[^A-Za-z0-9._-]+", "_", card).strip("_")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ss2d.md").write_text(md)
-    (out_dir / "ss2d.json").write_text(json.dumps(dict(card=card, date=when, command=command, rows=rows,
-                                                       timing=graph_replay_note(),
-                                                       python=platform.python_version()), indent=2))
+    write_script_results(args.out, card, "ss2d", md, dict(card=card, date=when, command=command, rows=rows,
+                                                          timing=graph_replay_note(),
+                                                          python=platform.python_version()))
     return 0
 
 

@@ -17,17 +17,18 @@ Use it with ``benchmarks/ab.py`` to judge a kernel change (benchmarks/NOTES.md).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
-import re
-import sys
 from pathlib import Path
 
 import torch
-import triton
 
-from mambaeye.bench._common import VMAMBA_T_STAGES, graph_replay_ms, graph_replay_note
+from mambaeye.bench._common import (
+    VMAMBA_T_STAGES,
+    environment,
+    graph_replay_ms,
+    graph_replay_note,
+    script_command,
+    write_script_results,
+)
 from mambaeye.ops.cross_scan.grid import gather, spread
 from mambaeye.ops.dwconv import triton_dwconv
 
@@ -71,21 +72,17 @@ def main(argv=None) -> int:
             rows.append(dict(stage=stage, channels=dim, side=side, **r))
             print(f"stage {stage} {side}x{side} C{dim}: {r['op']:10s} {r['us']:7.1f} us  {r['gbs']:5.0f} GB/s",
                   flush=True)
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    env = environment("cuda", script_command())
     lines = [f"# SS2D's memory-bound ops on {card}", "",
-             f"{when}; `{command}`; torch {torch.__version__}, triton {triton.__version__}; batch {args.batch}, bf16, "
-             f"VMamba-T's stages; {graph_replay_note()}", "",
+             f"{env['date']}; `{env['command']}`; torch {env['versions']['torch']}, "
+             f"triton {env['versions']['triton']}; batch {args.batch}, bf16, VMamba-T's stages; {graph_replay_note()}",
+             "",
              "| stage | op | us | GB/s |", "|---|---|---|---|"]
     lines += [f"| {r['stage']} ({r['side']}x{r['side']}, C {r['channels']}) | {r['op']} | {r['us']:.1f} | "
               f"{r['gbs']:.0f} |" for r in rows]
     md = "\n".join(lines) + "\n"
-    out_dir = Path(args.out) / re.sub(r"[^A-Za-z0-9._-]+", "_", card).strip("_")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ss2d_ops.md").write_text(md)
-    (out_dir / "ss2d_ops.json").write_text(json.dumps(dict(card=card, date=when, command=command, rows=rows,
-                                                           timing=graph_replay_note(),
-                                                           python=platform.python_version()), indent=2))
+    print(md)
+    write_script_results(args.out, card, "ss2d_ops", md, dict(environment=env, timing=graph_replay_note(), rows=rows))
     return 0
 
 

@@ -61,6 +61,21 @@ def environment(device: str, command: str | None = None) -> dict[str, Any]:
     )
 
 
+def script_command() -> str:
+    """How a ``benchmarks/*.py`` script was run, for its results' header: ``python <script> <args>``."""
+    return "python " + " ".join([Path(sys.argv[0]).as_posix()] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def write_script_results(out_root: str | Path, card: str, name: str, md: str, payload: dict[str, Any]) -> Path:
+    """A ``benchmarks/*.py`` script's results: ``<name>.md`` and ``<name>.json`` in ``out_root/<card>/`` (the card's
+    name made a folder name, as ``benchmarks/results/NVIDIA_H100_80GB_HBM3``). Returns the folder."""
+    out_dir = Path(out_root) / slug(card)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.md").write_text(md)
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    return out_dir
+
+
 COMPILE_MODES = ["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
 
 
