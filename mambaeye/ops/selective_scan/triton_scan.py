@@ -286,7 +286,8 @@ def _scan_segment_kernel(
     dt_total = tl.zeros((BLOCK_D,), dtype=DT)
     # Each tile's inputs are loaded one iteration ahead, while the previous tile is scanned. Without it the loop
     # waits on its loads: H100 ncu at vim_ti_1248, 2.3 of the 5.4 cycles between a warp's instructions. Its raw
-    # loads keep few registers (scan_ir.py: 161 -> 132 at L 6085, 80 -> 96 at 6088). Not timed yet (NOTES).
+    # loads keep few registers (scan_ir.py: 161 -> 132 at L 6085, 80 -> 96 at 6088). H100, vim_ti_1248: forward
+    # 0.386 -> 0.367 ms, forward+backward 1.709 -> 1.676 (NOTES).
     first_tile = seg * tiles_per_seg
     end_tile = first_tile + tiles_per_seg
     u_in, dt_in, B_in = _segment_tile_loads(u_ptr, delta_ptr, B_blk, row_u, row, stride_B_n, offs_d, offs_n, offs_t,
