@@ -4,11 +4,13 @@ bias_gelu_sweep.py (the bias + GELU tile shapes, each checked against the defaul
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from mambaeye.ops import available_backends
 
@@ -108,3 +110,22 @@ def test_bias_gelu_sweep_checks_every_tile_shape_on_cpu(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 4 ")]
     assert [r.split(" | ")[1] for r in rows] == ["default", "divisor", "16"]  # 64 and 256 are the default at L 49
     assert "4096 x 1, 49" in rows[1]
+
+
+def test_script_results_land_in_the_cards_folder(tmp_path, monkeypatch):
+    from mambaeye.bench._common import script_command, write_script_results
+
+    monkeypatch.setattr("sys.argv", ["benchmarks/ss2d_ops.py", "--ops", "gather", "--out", "a b"])
+    assert script_command() == "python benchmarks/ss2d_ops.py --ops gather --out 'a b'"
+    folder = write_script_results(tmp_path, "NVIDIA H100 80GB HBM3", "ss2d_ops", "# table\n", dict(rows=[1, 2]))
+    assert folder == tmp_path / "NVIDIA_H100_80GB_HBM3"
+    assert (folder / "ss2d_ops.md").read_text() == "# table\n"
+    assert json.loads((folder / "ss2d_ops.json").read_text()) == {"rows": [1, 2]}
+
+
+def test_ss2d_ops_names_the_missing_gpu(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU: the script would time the ops")
+    with pytest.raises(SystemExit):
+        _load("ss2d_ops").main([])
+    assert "needs a CUDA GPU" in capsys.readouterr().err
