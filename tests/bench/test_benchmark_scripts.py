@@ -1,5 +1,6 @@
-"""Benchmark scripts on CPU: benchmarks/ab.py (revisions side by side), model_step.py (one model's step) and
-bias_gelu_sweep.py (the bias + GELU tile shapes, each checked against the default)."""
+"""Benchmark scripts on CPU: benchmarks/ab.py (revisions side by side), model_step.py (one model's step),
+bias_gelu_sweep.py (the bias + GELU tile shapes, each checked against the default) and the results writer the
+scripts share (ss2d_ops.py's refusal without a GPU)."""
 
 from __future__ import annotations
 
