@@ -74,6 +74,9 @@ def compile_sm90(fn, args: tuple, kwargs: dict):
     signature, attrs = {}, {}
     for i, (name, value) in enumerate(zip(fn.arg_names, args, strict=False)):
         if isinstance(value, torch.Tensor):
+            if value.dtype not in _POINTER_TYPES:
+                raise ValueError(f"{fn.__name__}: argument {name} has dtype {value.dtype}, which offline compilation "
+                                 f"does not map to a Triton pointer type (known: {sorted(map(str, _POINTER_TYPES))})")
             signature[name] = _POINTER_TYPES[value.dtype]
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif value is None:
