@@ -43,9 +43,9 @@ MAX_SIDE = 64  # a tile's rows and columns: whole planes up to 64 x 64, else 64 
 def _tile_offsets(H: tl.constexpr, W: tl.constexpr, n_th, n_tw, n_planes, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
                   BLOCK_W: tl.constexpr):
     """This program's BLOCK_P consecutive (batch, channel) planes bd (int64) and its (BLOCK_H, BLOCK_W) tile of
-    each: (bd, i, j, row-major offsets i * W + j, column-major offsets j * H + i (BLOCK_P, BLOCK_W, BLOCK_H), the
-    masks of both). Program ids run over (plane block, tile row, tile column), all on grid axis 0 (axes 1 and 2
-    allow only 65,535)."""
+    each: (bd, row-major offsets i * W + j (1, BLOCK_H, BLOCK_W), their mask (BLOCK_P, BLOCK_H, BLOCK_W),
+    column-major offsets j * H + i (1, BLOCK_W, BLOCK_H), their mask (BLOCK_P, BLOCK_W, BLOCK_H)). Program ids run
+    over (plane block, tile row, tile column), all on grid axis 0 (axes 1 and 2 allow only 65,535)."""
     pid = tl.program_id(0)
     tiles = n_th * n_tw
     blk, t = pid // tiles, pid % tiles
