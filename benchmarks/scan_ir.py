@@ -24,12 +24,9 @@ import collections
 import os
 import re
 
-import torch
-
 from mambaeye.bench._common import VMAMBA_T_STAGES
-from mambaeye.bench.scan import SHAPES, make_inputs
-from mambaeye.ops.bias_gelu import triton_bias_gelu
-from mambaeye.ops.layer_norm import triton_norm
+from mambaeye.bench.scan import SHAPES
+from mambaeye.ops.kernel_launches import SCAN_KERNELS, Scan, add_norm_launches, bias_gelu_launches
 from mambaeye.ops.offline_compile import compile_sm90, record, registers_and_stack, sass
 from mambaeye.ops.selective_scan import triton_scan
 
@@ -49,46 +46,10 @@ def _sass_report(listing: str, usage: str) -> str:
 def _scan_launches(shape: str, order: str):
     """The scan at a named shape in visiting order ``order``: plain, reverse, or paired (VMamba's fused SS2D: u
     with half the channels, each read forward by an even group of B/C and backward by the next; no z)."""
-    t = make_inputs(SHAPES[shape], torch.bfloat16, "meta", requires_grad=False)
-    u, delta, A, B, C, D, z, bias = (t[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))
-    if order == "paired":
-        u, z = u[:, : u.shape[1] // 2], None
-    flags = dict(paired=order == "paired", reverse=order == "reverse")
-
-    def launch():
-        _, _, states = triton_scan.selective_scan_fwd(u, delta, A, B, C, D, z, bias, True, True, **flags)
-        triton_scan.selective_scan_bwd(torch.empty_like(delta), None, u, delta, A, B, C, D, z, bias, True, states,
-                                       **flags)
-
-    names = ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_segment_kernel", "_scan_bwd_kernel")
-    return triton_scan, names, launch
-
-
-def _layer_norm_launches(stage: int):
-    """The add + norm of a VMamba-T block under autocast: float32 stream, bf16 branch with a bias, bf16 output."""
-    dim, side = VMAMBA_T_STAGES[stage]
-    x = torch.empty(128, dim, side * side, device="meta")
-    branch = torch.empty_like(x, dtype=torch.bfloat16)
-    w, mean = torch.empty(dim, device="meta"), torch.empty(128, side * side, device="meta")
-
-    def launch():
-        triton_norm.layer_norm_fwd(x, w, w, 1e-5, True, torch.bfloat16, branch, w)
-        triton_norm.layer_norm_bwd(branch, x, w, w, mean, mean, x, torch.bfloat16, w)
-
-    return triton_norm, ("_ln_fwd_kernel", "_ln_bwd_kernel"), launch
-
-
-def _bias_gelu_launches(stage: int):
-    """The MLP's fc1 output (4 C channels) in bf16."""
-    dim, side = VMAMBA_T_STAGES[stage]
-    x = torch.empty(128, 4 * dim, side * side, device="meta", dtype=torch.bfloat16)
-    bias = torch.empty(4 * dim, device="meta")
-
-    def launch():
-        triton_bias_gelu.bias_gelu_fwd(x, bias)
-        triton_bias_gelu.bias_gelu_bwd(x, x, bias)
-
-    return triton_bias_gelu, ("_bias_gelu_fwd_kernel", "_bias_gelu_bwd_kernel"), launch
+    t = SHAPES[shape]
+    scan = Scan(t["batch"], t["dim"], t["length"], t["dstate"], bc="grouped" if t["groups"] > 1 else "step",
+                groups=t["groups"], z=t["z"] and order != "paired", order=order)
+    return triton_scan, SCAN_KERNELS, scan.launch
 
 
 def main() -> None:
@@ -110,8 +71,8 @@ def main() -> None:
         module, names, launch = _scan_launches(args.shape, args.order)
         where = f"{args.shape} ({args.order})"
     else:
-        module, names, launch = (_layer_norm_launches if args.op == "layer_norm" else _bias_gelu_launches)(args.stage)
         dim, side = VMAMBA_T_STAGES[args.stage]
+        module, names, launch = (add_norm_launches if args.op == "layer_norm" else bias_gelu_launches)(dim, side * side)
         where = f"VMamba-T stage {args.stage} (C {dim}, {side}x{side})"
     for name, recorder in record(module, names, launch).items():
         for i, (grid, call_args, call_kwargs) in enumerate(recorder.calls):

@@ -4,6 +4,7 @@ A launcher (say ``triton_scan.selective_scan_fwd``) runs on meta tensors with it
 :class:`Recorder` s, so the grid, arguments, strides, constexprs, ``num_warps`` and ``maxnreg`` of each call are the
 real ones; :func:`compile_sm90` then compiles a recorded call to a cubin with Triton's own toolchain (its bundled
 ptxas), and :func:`sass` reads it back with the bundled nvdisasm and cuobjdump.
+The launches themselves (meta tensors at named shapes) are in :mod:`.kernel_launches`.
 
 Two users:
 - ``benchmarks/scan_ir.py`` prints what a kernel costs (registers, spills, SASS) before any GPU time is spent.

@@ -14,73 +14,15 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from dataclasses import dataclass
 
 import torch
 
-from mambaeye.ops.bias_gelu import triton_bias_gelu
 from mambaeye.ops.causal_conv1d import triton_conv
 from mambaeye.ops.cross_scan import grid, triton_projection
 from mambaeye.ops.dwconv import triton_dwconv
+from mambaeye.ops.kernel_launches import META, SCAN_KERNELS, Scan, add_norm_launches, bias_gelu_launches
 from mambaeye.ops.layer_norm import triton_norm
 from mambaeye.ops.selective_scan import triton_scan
-
-META = "meta"
-SCAN_KERNELS = ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_segment_kernel", "_scan_bwd_kernel")
-
-
-@dataclass(frozen=True)
-class Scan:
-    """One scan forward + backward. bc: "fixed" (D, N), "step" (B, 1, N, L) or "grouped" (B, groups, N, L);
-    c_bc, when given, makes C a different kind from B. order: plain, reverse or paired (u with half the channels,
-    read forward by the even groups and backward by the odd ones)."""
-
-    batch: int
-    dim: int
-    length: int
-    dstate: int
-    bc: str = "step"
-    groups: int = 1
-    z: bool = True
-    dtype: torch.dtype = torch.bfloat16
-    order: str = "plain"
-    has_D: bool = True
-    bias: bool = True
-    softplus: bool = True
-    save_states: bool = True
-    dlast: bool = False
-    c_bc: str | None = None
-    segmented: bool = False  # the case must split L into segments (the segment passes run)
-
-    def _bc(self, kind: str) -> torch.Tensor:
-        if kind == "fixed":
-            return torch.empty(self.dim, self.dstate, device=META)
-        groups = self.groups if kind == "grouped" else 1
-        return torch.empty(self.batch, groups, self.dstate, self.length, device=META, dtype=self.dtype)
-
-    def launch(self) -> None:
-        b, d, n, length, dt = self.batch, self.dim, self.dstate, self.length, self.dtype
-        delta = torch.empty(b, d, length, device=META, dtype=dt)
-        u = torch.empty(b, d // 2 if self.order == "paired" else d, length, device=META, dtype=dt)
-        A = torch.empty(d, n, device=META)
-        B, C = self._bc(self.bc), self._bc(self.c_bc or self.bc)
-        D = torch.empty(d, device=META) if self.has_D else None
-        z = torch.empty_like(delta) if self.z else None
-        bias = torch.empty(d, device=META) if self.bias else None
-        flags = dict(paired=self.order == "paired", reverse=self.order == "reverse")
-        _, _, states = triton_scan.selective_scan_fwd(u, delta, A, B, C, D, z, bias, self.softplus,
-                                                      self.save_states, **flags)
-        if self.save_states:
-            dlast = torch.empty(b, d, n, device=META) if self.dlast else None
-            triton_scan.selective_scan_bwd(torch.empty_like(delta), dlast, u, delta, A, B, C, D, z, bias,
-                                           self.softplus, states, **flags)
-
-    def kernels(self) -> tuple[str, ...]:
-        names = ["_scan_fwd_kernel"] + (["_scan_bwd_kernel"] if self.save_states else [])
-        if self.segmented:
-            names += ["_scan_segment_kernel"] + (["_scan_bwd_segment_kernel"] if self.save_states else [])
-        return tuple(names)
-
 
 f32, f16, bf16, f64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
 SCANS = {
@@ -111,19 +53,12 @@ def _stage_launches():
         length = side * side
 
         def layer_norm(dim=dim, length=length):
-            x = torch.empty(128, dim, length, device=META)
-            branch = torch.empty_like(x, dtype=bf16)
+            add_norm_launches(dim, length)[2]()  # float32 stream + bf16 branch; then a plain bf16 norm without
+            # bias or saved statistics
+            branch = torch.empty(128, dim, length, device=META, dtype=bf16)
             w, stats = torch.empty(dim, device=META), torch.empty(128, length, device=META)
-            triton_norm.layer_norm_fwd(x, w, w, 1e-5, True, bf16, branch, w)
             triton_norm.layer_norm_fwd(branch, w, None, 1e-6, False)
-            triton_norm.layer_norm_bwd(branch, x, w, w, stats, stats, x, bf16, w)
             triton_norm.layer_norm_bwd(branch, branch, None, None, stats, stats)
-
-        def bias_gelu(dim=dim, length=length):
-            x = torch.empty(128, 4 * dim, length, device=META, dtype=bf16)
-            b = torch.empty(4 * dim, device=META)
-            triton_bias_gelu.bias_gelu_fwd(x, b)
-            triton_bias_gelu.bias_gelu_bwd(x, x, b)
 
         def dwconv(dim=dim, side=side):
             x = torch.empty(128, dim, side, side, device=META, dtype=bf16)
@@ -142,8 +77,7 @@ def _stage_launches():
             grid._gather_impl(s, side, side)
 
         cases[f"layer-norm-stage{stage}"] = (triton_norm, ("_ln_fwd_kernel", "_ln_bwd_kernel"), layer_norm)
-        cases[f"bias-gelu-stage{stage}"] = (triton_bias_gelu, ("_bias_gelu_fwd_kernel", "_bias_gelu_bwd_kernel"),
-                                            bias_gelu)
+        cases[f"bias-gelu-stage{stage}"] = bias_gelu_launches(dim, length)
         cases[f"dwconv-stage{stage}"] = (triton_dwconv, ("_dwconv_silu_fwd_kernel", "_dwconv_bwd_kernel"), dwconv)
         cases[f"dt-projection-stage{stage}"] = (triton_projection, ("_dt_projection_kernel",), dt_projection)
         cases[f"cross-grid-stage{stage}"] = (grid, ("_spread_kernel", "_gather_kernel"), cross_grid)
