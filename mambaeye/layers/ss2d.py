@@ -37,7 +37,8 @@ number of parameter sets. A_logs, Ds and dt_projs_bias are tagged ``_no_weight_d
 kernels (:mod:`mambaeye.ops.cross_scan.fused`) instead of writing re-ordered copies; False forces the
 explicit PyTorch cross-scan/merge reference. With the triton backend in 2D the depthwise conv and its SiLU are
 also one kernel (:mod:`mambaeye.ops.dwconv`), reading ``conv2d``'s parameters without calling the module (its
-hooks do not fire there).
+hooks do not fire there); with 4 fused directions that kernel writes the scan's row- and column-major layouts
+itself (``cross_selective_scan(..., conv_weight=...)``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.cross_scan import cross_selective_scan, default_directions, valid_directions
-from ..ops.dwconv import depthwise_conv2d_silu
 from ..ops.selective_scan import _resolve_backend
 from .mamba import _fp32_param, _resolve_dt_rank, check_ssm_args, dt_bias_init, s4d_real_A_log
 
@@ -207,9 +207,11 @@ class SS2D(nn.Module):
                 x = xz
             x = x.movedim(-1, 1).contiguous()  # (B, Di, *S)
         conv = self.conv
+        conv_args = {}
         if conv is not None and self.spatial_dims == 2 and conv.kernel_size[0] % 2 == 1 and (
                 _resolve_backend(self.backend, x) == "triton"):
-            x = depthwise_conv2d_silu(x, conv.weight, conv.bias, backend="triton")  # one pass
+            # SiLU(conv) in one pass inside the cross-scan, which may write it in the scan's layouts at once
+            conv_args = dict(conv_weight=conv.weight, conv_bias=conv.bias)
         else:
             x = F.silu(conv(x) if conv is not None else x)
 
@@ -217,7 +219,7 @@ class SS2D(nn.Module):
             x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds,
             out_norm=True, out_norm_weight=self.out_norm.weight, out_norm_bias=self.out_norm.bias,
             out_norm_eps=self.out_norm.eps, channel_last=not self.channel_first, force_fp32=self.force_fp32,
-            backend=self.backend, fused=self.fused,
+            backend=self.backend, fused=self.fused, **conv_args,
         )  # (B, Di, *S) or (B, *S, Di)
         if z is not None:
             y = y * z

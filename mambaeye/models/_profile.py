@@ -78,9 +78,10 @@ def _paired_scan(args, out) -> int:
 
 
 def _depthwise_conv(args, out) -> int:
-    """mambaeye.ops.dwconv's fused depthwise conv + SiLU: counted as the convolution (the SiLU is free)."""
+    """mambaeye.ops.dwconv's fused depthwise conv + SiLU: counted as the convolution (the SiLU is free), one output
+    per input element (the output may be written in two layouts)."""
     weight = args[1]
-    return out.numel() * weight.shape[1] * math.prod(weight.shape[2:])
+    return args[0].numel() * weight.shape[1] * math.prod(weight.shape[2:])
 
 
 def _dt_projection(args, out) -> int:

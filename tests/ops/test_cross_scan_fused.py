@@ -54,6 +54,29 @@ def test_fused_matches_reference(k, h, w, dstate):
 
 
 @needs_triton_cpu
+@pytest.mark.parametrize("k,bias", [(4, True), (4, False), (2, True)], ids=["K4-bias", "K4", "K2-bias"])
+def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias):
+    """conv_weight / conv_bias: SiLU(depthwise conv) first - for K 4 written straight into the two sources
+    (depthwise_conv2d_silu(sources=2)), its backward summing both sources' gradients - against the conv + SiLU in
+    PyTorch, then the unfused reference; the conv's parameters get their gradients too."""
+    dim, h, w = 4, 7, 9
+    x = torch.randn(2, dim, h, w, dtype=torch.float64)
+    weights = {**_weights(dim, k, 2, 2), "conv_weight": torch.randn(dim, 1, 3, 3, dtype=torch.float64) / 3}
+    if bias:
+        weights["conv_bias"] = torch.randn(dim, dtype=torch.float64)
+    y_ref, g_ref = _run(x, weights, "naive", fused=False)
+    y, g = _run(x, weights, "triton", fused=True)
+    assert rel_err(y, y_ref) < 1e-10
+    assert set(g) == set(g_ref) and "conv_weight" in g
+    for name in g_ref:
+        assert rel_err(g[name], g_ref[name]) < 1e-10, name
+    with pytest.raises(ValueError, match="conv_weight: the depthwise conv runs on 2D grids"):
+        cross_selective_scan(torch.randn(1, dim, 2, 3, 3, dtype=torch.float64),
+                             **{n: t for n, t in _weights(dim, 6, 2, 2).items()},
+                             conv_weight=weights["conv_weight"], backend="naive")
+
+
+@needs_triton_cpu
 @pytest.mark.parametrize("h,w", [(9, 11), (8, 12)], ids=["9x11", "8x12-flipped-tiles"])
 def test_fused_many_tiles_and_split(h, w, monkeypatch):
     """Direction indices across tile boundaries, and with the forward split across programs."""

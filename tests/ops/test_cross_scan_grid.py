@@ -42,6 +42,20 @@ def test_spread_and_gather_match_the_definitions(shape, sources, copies):
 
 
 @needs_triton_cpu
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("sources", [1, 2])
+def test_gather_silu_grad_is_silu_backward_of_the_gather(shape, sources):
+    from mambaeye.ops.cross_scan.grid import gather_silu_grad
+
+    pre = torch.randn(shape, dtype=torch.float64) * 4
+    s = torch.randn(shape[0], sources, 1, shape[1], shape[2] * shape[3], dtype=torch.float64)
+    expected = torch.ops.aten.silu_backward(_gather_ref(s, shape[2], shape[3]), pre)
+    torch.testing.assert_close(gather_silu_grad(s, pre), expected)
+    with pytest.raises(ValueError, match=r"pre must be \(B=\d+, D=\d+, H, W\)"):
+        gather_silu_grad(s, pre[:, :, 1:])
+
+
+@needs_triton_cpu
 def test_each_is_the_others_backward_and_bf16_sums_in_fp32():
     from mambaeye.ops.cross_scan.grid import gather, spread
 
@@ -65,11 +79,12 @@ def test_each_is_the_others_backward_and_bf16_sums_in_fp32():
 
 @needs_triton_cpu
 def test_custom_ops_pass_opcheck_and_bad_shapes_are_named():
-    from mambaeye.ops.cross_scan.grid import _gather_op, _spread_op, gather, spread
+    from mambaeye.ops.cross_scan.grid import _gather_op, _gather_silu_grad_op, _spread_op, gather, spread
 
     x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(_spread_op, (x, 2, 2))
     torch.library.opcheck(_gather_op, (torch.randn(2, 2, 2, 3, 35, dtype=torch.float64, requires_grad=True), 5, 7))
+    torch.library.opcheck(_gather_silu_grad_op, (torch.randn(2, 2, 1, 3, 35), torch.randn(2, 3, 5, 7)))
     with pytest.raises(ValueError, match=r"must have shape \(B, D, H, W\)"):
         spread(torch.randn(2, 3, 35), 2, 1)
     with pytest.raises(ValueError, match="sources and copies must be 1 or 2"):

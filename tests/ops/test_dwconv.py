@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mambaeye.ops.dwconv import depthwise_conv2d_silu, depthwise_conv2d_silu_ref
+from mambaeye.ops.dwconv import _spread_ref, depthwise_conv2d_silu, depthwise_conv2d_silu_ref
 from mambaeye.ops.selective_scan import available_backends
 
 from .scan_cases import assert_compiled_matches_eager, rel_err
@@ -33,14 +33,19 @@ def _params(channels, k, bias, dtype=torch.float64):
 
 
 @needs_triton
+@pytest.mark.parametrize("sources", [1, 2])
 @pytest.mark.parametrize("case", list(CASES))
-def test_triton_matches_reference_with_gradients(case):
+def test_triton_matches_reference_with_gradients(case, sources):
+    """sources 2: the output in the fused cross-scan's two layouts (row-major, column-major), and the backward from
+    both layouts' gradients at once."""
     make, k, with_bias = CASES[case]
     x = make(torch.float64).requires_grad_(True)
     weight, bias = _params(x.shape[1], k, with_bias)
     leaves = [t.requires_grad_(True) for t in (x, weight, bias) if t is not None]
-    y = depthwise_conv2d_silu(x, weight, bias, backend="triton")
+    y = depthwise_conv2d_silu(x, weight, bias, backend="triton", sources=sources)
     y_ref = depthwise_conv2d_silu_ref(x, weight, bias)
+    if sources == 2:
+        y_ref = _spread_ref(y_ref)  # (B, 2, C, H * W)
     assert y.shape == y_ref.shape and y.is_contiguous()
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(y_ref)
@@ -85,11 +90,22 @@ def test_bias_gradient_keeps_its_own_dtype():
     torch.testing.assert_close(dw, dw_ref.bfloat16())
 
 
+@pytest.mark.parametrize("sources", [1, 2])
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
-def test_gradcheck_fp64(backend):
+def test_gradcheck_fp64(backend, sources):
     x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     weight, bias = (t.requires_grad_(True) for t in _params(2, 3, True))
-    assert torch.autograd.gradcheck(lambda *a: depthwise_conv2d_silu(*a, backend=backend), (x, weight, bias))
+    assert torch.autograd.gradcheck(lambda *a: depthwise_conv2d_silu(*a, backend=backend, sources=sources),
+                                    (x, weight, bias))
+
+
+def test_two_sources_are_the_map_row_major_then_column_major():
+    """The reference's sources=2 layout, element by element: (b, 0, c, i * W + j) and (b, 1, c, j * H + i)."""
+    y = torch.arange(2 * 3 * 4 * 5, dtype=torch.float64).view(2, 3, 4, 5)
+    s = _spread_ref(y)
+    assert s.shape == (2, 2, 3, 20)
+    b, c, i, j = 1, 2, 3, 1
+    assert s[b, 0, c, i * 5 + j] == y[b, c, i, j] and s[b, 1, c, j * 4 + i] == y[b, c, i, j]
 
 
 @needs_triton
@@ -113,6 +129,7 @@ def test_lower_precision_inputs_keep_their_dtype(dtype):
     (lambda: (torch.randn(2, 4, 5, 5), torch.randn(4, 1, 3, 3), torch.randn(3)), ValueError, r"bias must be \(4,\)"),
     (lambda: (torch.randn(2, 4, 5, 5).long(), torch.randn(4, 1, 3, 3), None), TypeError, "x must be float64"),
     (lambda: (torch.randn(2, 4, 5, 5), "w", None), TypeError, "weight must be a torch.Tensor"),
+    (lambda: (torch.randn(2, 4, 5, 5), torch.randn(4, 1, 3, 3), None, "torch", 3), ValueError, "sources must be 1"),
 ])
 def test_bad_arguments_name_the_problem(make, error, match):
     with pytest.raises(error, match=match):
@@ -127,34 +144,38 @@ def test_custom_op_passes_opcheck():
     weight, bias = (t.float().requires_grad_(True) for t in _params(3, 3, True))
     for b in (bias, None):
         for save_pre in (False, True):
-            torch.library.opcheck(_fwd, (x, weight, b, save_pre))
+            for sources in (1, 2):
+                torch.library.opcheck(_fwd, (x, weight, b, save_pre, sources))
 
 
 @needs_triton
-def test_compile_fullgraph_traces_the_custom_op_and_matches_eager():
+@pytest.mark.parametrize("sources", [1, 2])
+def test_compile_fullgraph_traces_the_custom_op_and_matches_eager(sources):
     x = torch.randn(2, 4, 6, 7, requires_grad=True)
     weight, bias = (t.float().requires_grad_(True) for t in _params(4, 3, True))
 
     def fn(x, w, b):
-        return depthwise_conv2d_silu(x[:, :, 1:], w, b, backend="triton").square().sum()
+        return depthwise_conv2d_silu(x[:, :, 1:], w, b, backend="triton", sources=sources).square().sum()
 
     assert_compiled_matches_eager(fn, (x, weight, bias))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_triton_gpu_bf16_vmamba_t_stage1():
+@pytest.mark.parametrize("sources", [1, 2])
+def test_triton_gpu_bf16_vmamba_t_stage1(sources):
     """VMamba-T's first SS2D conv (128, 96, 56, 56) in bf16 with fp32 weights, under autocast as in training."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(128, 96, 56, 56, device="cuda", generator=gen).bfloat16().requires_grad_(True)
     weight = (torch.randn(96, 1, 3, 3, device="cuda", generator=gen) / 3).requires_grad_(True)
     with torch.autocast("cuda", torch.bfloat16):
-        y = depthwise_conv2d_silu(x, weight)
+        y = depthwise_conv2d_silu(x, weight, sources=sources)
     leaves = [x.detach().float().requires_grad_(True), weight.detach().clone().requires_grad_(True)]
     y_ref = depthwise_conv2d_silu_ref(*leaves)
+    y_ref = y_ref if sources == 1 else _spread_ref(y_ref)
     assert y.dtype == torch.bfloat16
     assert rel_err(y, y_ref) < 1e-2
-    dy = torch.randn(x.shape, device="cuda", generator=gen).bfloat16()
+    dy = torch.randn(y.shape, device="cuda", generator=gen).bfloat16()
     for g, g_ref, name in zip(torch.autograd.grad(y, [x, weight], dy), torch.autograd.grad(y_ref, leaves, dy.float()),
                               ["dx", "dweight"], strict=True):
         err = rel_err(g, g_ref)

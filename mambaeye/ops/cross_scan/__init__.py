@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..dwconv import depthwise_conv2d_silu
 from ..layer_norm import layer_norm_channel_first
 from ..selective_scan import _resolve_backend, selective_scan
 from .naive import ScanOrder, cross_merge, cross_scan, default_directions, scan_orders, valid_directions
@@ -120,19 +121,24 @@ def cross_selective_scan(
     delta_softplus: bool = True,
     backend: str = "auto",
     fused: bool | None = None,
+    conv_weight: Tensor | None = None,
+    conv_bias: Tensor | None = None,
 ) -> Tensor:
     """VMamba's cross selective scan over a 2D or 3D grid.
 
     ==================  ===============================  ================================================
     argument            shape                            meaning
     ==================  ===============================  ================================================
-    x                   (B, D, H, W) or (B, D, Z, H, W)  activations after the depthwise conv + SiLU
+    x                   (B, D, H, W) or (B, D, Z, H, W)  activations after the depthwise conv + SiLU (before
+                                                         it when ``conv_weight`` is given)
     x_proj_weight       (K, R + 2N, D)                   per-direction projection to (dt, B, C)
     dt_projs_weight     (K, D, R)                        per-direction low-rank dt projection
     dt_projs_bias       (K, D)                           dt bias (softplus input), float32
     A_logs              (K * D, N)                       A = -exp(A_logs), rows k*D..(k+1)*D: direction k
     Ds                  (K * D,)                         skip, float32
     out_norm_weight/_b  (D,)                             LayerNorm over channels after the merge
+    conv_weight         (D, 1, K, K), K odd              2D only: x goes through SiLU(depthwise conv) first
+    conv_bias           (D,) or None                     that conv's bias
     ==================  ===============================  ================================================
 
     K (the number of directions, taken from ``x_proj_weight``) picks the scan orders of
@@ -143,9 +149,14 @@ def cross_selective_scan(
     ``force_fp32`` runs the scan on float32 copies of u, delta, B, C (VMamba v0 does; v2 "v05" does not).
     ``backend`` is passed to :func:`mambaeye.ops.selective_scan`. ``fused`` runs :func:`.fused.cross_scan_2d`
     instead of the explicit re-ordered copies; by default when the backend resolves to triton and the grid is
-    2D.
+    2D. With ``conv_weight``, ``SiLU(depthwise conv2d)`` (:func:`mambaeye.ops.dwconv.depthwise_conv2d_silu`) runs
+    first; the fused path with K = 4 then writes its output straight into the scan's row- and column-major
+    layouts (``sources=2``: one pass fewer forward and backward than the conv and then the layout move).
     """
     _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias)
+    if conv_weight is not None and x.dim() != 4:
+        raise ValueError(f"conv_weight: the depthwise conv runs on 2D grids (B, D, H, W), got x of shape "
+                         f"{tuple(x.shape)}")
     batch, dim, *spatial = x.shape
     length = math.prod(spatial)
     k = x_proj_weight.shape[0]
@@ -158,12 +169,16 @@ def cross_selective_scan(
         raise ValueError(f"fused=True needs a 2D grid and the triton backend (got {x.dim() - 2}D, {resolved!r})")
     A = -torch.exp(_fp32(A_logs))
     delta_bias = _fp32(dt_projs_bias.reshape(-1))
+    if conv_weight is not None and not (fused and k == 4):
+        x = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend=resolved)
+        conv_weight = conv_bias = None
 
     if fused:
         from .fused import cross_scan_2d  # imports triton
 
         y = cross_scan_2d(x, x_proj_weight, dt_projs_weight, A, _fp32(Ds), delta_bias,
-                          delta_softplus=delta_softplus, force_fp32=force_fp32)
+                          delta_softplus=delta_softplus, force_fp32=force_fp32, conv_weight=conv_weight,
+                          conv_bias=conv_bias)
     else:
         u, delta, Bs, Cs = scan_inputs(cross_scan(x, k), x_proj_weight, dt_projs_weight, dstate, force_fp32,
                                        kernels=resolved == "triton")

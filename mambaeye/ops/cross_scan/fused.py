@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..dwconv import depthwise_conv2d_silu
 from ..selective_scan import _through_custom_op, selective_scan, triton_scan
 from . import scan_inputs
 from .grid import gather, spread
@@ -144,13 +145,16 @@ def _paired_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: T
 
 def cross_scan_2d(
     x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, A: Tensor, Ds: Tensor, delta_bias: Tensor,
-    delta_softplus: bool = True, force_fp32: bool = False,
+    delta_softplus: bool = True, force_fp32: bool = False, conv_weight: Tensor | None = None,
+    conv_bias: Tensor | None = None,
 ) -> Tensor:
     """Cross selective scan of x (B, D, H, W) in K directions (official order); returns the merged (B, D, H, W).
 
     x_proj_weight (K, R + 2N, D), dt_projs_weight (K, D, R); A (K*D, N), Ds and delta_bias (K*D,) in float32.
     K in {1, 2, 4}: row; row and reversed row; row, column, reversed row, reversed column. CUDA tensors (or
     CPU tensors under TRITON_INTERPRET=1). ``force_fp32`` scans float32 copies of u, delta, B, C.
+    ``conv_weight`` (D, 1, K, K), ``conv_bias`` (D,) or None: x is first ``SiLU(depthwise conv2d)``, for K = 4
+    written straight into the two sources (``depthwise_conv2d_silu(..., sources=2)``: no spread pass).
     """
     batch, dim, height, width = x.shape
     k = x_proj_weight.shape[0]
@@ -159,9 +163,13 @@ def cross_scan_2d(
     length = height * width
     dstate = A.shape[1]
     n_src = 2 if k == 4 else 1
-    if n_src == 2:  # (B, 2, D, L): the grid row-major, then column-major
+    if n_src == 2 and conv_weight is not None:  # (B, 2, D, L): the grid row-major, then column-major
+        src = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend="triton", sources=2)
+    elif n_src == 2:
         src = spread(x, 2, 1).view(batch, 2, dim, length)
     else:
+        if conv_weight is not None:
+            x = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend="triton")
         src = x.reshape(batch, 1, dim, length)
 
     if k == 4:  # per-direction parameters in the internal (source-major) order

@@ -33,7 +33,7 @@ from torch import Tensor
 from ..selective_scan import _through_custom_op
 from ..selective_scan.triton_scan import compute_dtype
 
-__all__ = ["spread", "gather"]
+__all__ = ["spread", "gather", "gather_silu_grad"]
 
 TILE = 2048  # elements a program moves (of each source) where planes are small: 16 a thread at 4 warps
 MAX_SIDE = 64  # a tile's rows and columns: whole planes up to 64 x 64, else 64 x 64 tiles of 128-byte bf16 rows
@@ -61,9 +61,11 @@ def _tile_offsets(H: tl.constexpr, W: tl.constexpr, n_th, n_tw, n_planes, BLOCK_
 
 
 @triton.jit
-def _gather_kernel(s_ptr, y_ptr, dim, n_th, n_tw, n_planes, H: tl.constexpr, W: tl.constexpr, S: tl.constexpr,
-                   R: tl.constexpr, DT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
-                   BLOCK_W: tl.constexpr):
+def _gather_kernel(s_ptr, pre_ptr, y_ptr, dim, n_th, n_tw, n_planes, H: tl.constexpr, W: tl.constexpr,
+                   S: tl.constexpr, R: tl.constexpr, SILU_GRAD: tl.constexpr, DT: tl.constexpr, BLOCK_P: tl.constexpr,
+                   BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """SILU_GRAD: the sum times SiLU's derivative at pre (B, D, H, W) - the gradient before a SiLU whose output
+    was spread (:func:`gather_silu_grad`)."""
     bd, row, row_mask, col, col_mask = _tile_offsets(H, W, n_th, n_tw, n_planes, BLOCK_P, BLOCK_H, BLOCK_W)
     b, d = bd // dim, bd % dim
     length = H * W
@@ -77,6 +79,10 @@ def _gather_kernel(s_ptr, y_ptr, dim, n_th, n_tw, n_planes, H: tl.constexpr, W: 
             plane = ((b * S + 1) * R + r) * dim + d
             acc_t += tl.load(s_ptr + (plane * length)[:, None, None] + col, mask=col_mask, other=0.0).to(DT)
         acc += tl.permute(acc_t, (0, 2, 1))
+    if SILU_GRAD:  # d silu(p) / dp = sigmoid(p) (1 + p (1 - sigmoid(p))), as aten.silu_backward
+        p = tl.load(pre_ptr + (bd * length)[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
+        sig = tl.sigmoid(p)
+        acc *= sig * (1.0 + p * (1.0 - sig))
     tl.store(y_ptr + (bd * length)[:, None, None] + row, acc.to(y_ptr.dtype.element_ty), mask=row_mask)
 
 
@@ -108,14 +114,17 @@ def _config(planes: int, height: int, width: int) -> tuple[tuple[int], dict]:
     return grid, dict(n_th=n_th, n_tw=n_tw, n_planes=planes, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w)
 
 
-def _gather_impl(s: Tensor, height: int, width: int) -> Tensor:
+def _gather_impl(s: Tensor, height: int, width: int, pre: Tensor | None = None) -> Tensor:
+    """gather(s); with ``pre`` (B, D, H, W, contiguous) times SiLU's derivative at pre, in pre's dtype."""
     batch, sources, copies, dim, _ = s.shape
     s = s.contiguous()
-    y = s.new_empty(batch, dim, height, width)
+    y = s.new_empty(batch, dim, height, width, dtype=pre.dtype if pre is not None else s.dtype)
     grid, tiles = _config(batch * dim, height, width)
-    _gather_kernel[grid](s, y, dim, H=height, W=width, **tiles, S=sources, R=copies, DT=compute_dtype(s)[1],
-                         num_warps=4)
+    _gather_kernel[grid](s, pre if pre is not None else s, y, dim, H=height, W=width, **tiles, S=sources, R=copies,
+                         SILU_GRAD=pre is not None, DT=compute_dtype(s)[1], num_warps=4)
     return y
+
+
 
 
 def _spread_impl(x: Tensor, sources: int, copies: int) -> Tensor:
@@ -146,6 +155,31 @@ def _spread_op(x: Tensor, sources: int, copies: int) -> Tensor:
 def _(x, sources, copies):
     batch, dim, height, width = x.shape
     return x.new_empty(batch, sources, copies, dim, height * width)
+
+
+@torch.library.custom_op("mambaeye::grid_gather_silu_grad", mutates_args=())
+def _gather_silu_grad_op(s: Tensor, pre: Tensor) -> Tensor:
+    return _gather_impl(s, pre.shape[2], pre.shape[3], pre)
+
+
+@_gather_silu_grad_op.register_fake
+def _(s, pre):
+    return torch.empty_like(pre)
+
+
+def gather_silu_grad(s: Tensor, pre: Tensor) -> Tensor:
+    """``aten.silu_backward(gather(s, H, W), pre)`` in one pass: the gradient of a map's pre-activation pre
+    (B, D, H, W) from the gradient s (B, S, R, D, H * W) of ``spread(silu(pre), S, R)``, in pre's dtype. A backward's
+    step (no autograd of its own): the backward of :func:`mambaeye.ops.dwconv.depthwise_conv2d_silu` with
+    ``sources=2``."""
+    batch, _, _, dim, length = s.shape
+    if pre.dim() != 4 or pre.shape[:2] != (batch, dim) or pre.shape[2] * pre.shape[3] != length:
+        raise ValueError(f"gather_silu_grad: pre must be (B={batch}, D={dim}, H, W) with H * W = {length}, "
+                         f"got {tuple(pre.shape)}")
+    pre = pre.contiguous()
+    if _through_custom_op(s):
+        return _gather_silu_grad_op(s, pre)
+    return _gather_impl(s, pre.shape[2], pre.shape[3], pre)
 
 
 def _gather_setup(ctx, inputs, output):

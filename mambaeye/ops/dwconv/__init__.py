@@ -34,19 +34,26 @@ def depthwise_conv2d_silu_ref(x: Tensor, weight: Tensor, bias: Tensor | None = N
     return F.silu(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1]))
 
 
+def _spread_ref(y: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, 2, C, H * W): y row-major, then column-major (``grid.spread(y, 2, 1)`` in PyTorch)."""
+    return torch.stack([y.flatten(2), y.transpose(2, 3).flatten(2)], 1)
+
+
 # torch.library registration. save_pre: also return the convolution before the SiLU (when a backward will
 # follow: saving it costs one write, recomputing it in the backward a whole convolution); else an empty tensor.
+# sources: 1 (the map) or 2 (the map row-major and column-major, see depthwise_conv2d_silu).
 @torch.library.custom_op("mambaeye::depthwise_conv2d_silu_fwd", mutates_args=())
-def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool) -> tuple[Tensor, Tensor]:
+def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool, sources: int) -> tuple[Tensor, Tensor]:
     from .triton_dwconv import dwconv_silu_fwd
 
-    return dwconv_silu_fwd(x, weight, bias, save_pre)
+    return dwconv_silu_fwd(x, weight, bias, save_pre, sources)
 
 
 @_fwd.register_fake
-def _fwd_fake(x, weight, bias, save_pre):
-    y = x.new_empty(x.shape)
-    return y, (torch.empty_like(y) if save_pre else y.new_empty(0))
+def _fwd_fake(x, weight, bias, save_pre, sources):
+    batch, channels, height, width = x.shape
+    y = x.new_empty(x.shape) if sources == 1 else x.new_empty(batch, 2, channels, height * width)
+    return y, (x.new_empty(x.shape) if save_pre else y.new_empty(0))
 
 
 @torch.library.custom_op("mambaeye::depthwise_conv2d_silu_bwd", mutates_args=())
@@ -69,22 +76,29 @@ def _bwd_impl(dpre, x, weight, bias):
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, _ = inputs
-    ctx.has_bias = bias is not None
+    x, weight, bias, _, sources = inputs
+    ctx.has_bias, ctx.sources = bias is not None, sources
     ctx.save_for_backward(x, weight, bias, output[1])
 
 
 def _backward(ctx, dy, _dpre=None, bwd=None):
-    """Through SiLU's derivative (at the saved convolution, else recomputed), then one kernel for the convolution's
-    gradients (:func:`.triton_dwconv.dwconv_bwd`). ``bwd``: the custom op (what torch.compile traces) or
-    :func:`_bwd_impl` (eager)."""
+    """Through SiLU's derivative (at the saved convolution, else recomputed) - for two sources in the same pass
+    that sums their gradients back onto the map (:func:`..cross_scan.grid.gather_silu_grad`) - then one kernel for
+    the convolution's gradients (:func:`.triton_dwconv.dwconv_bwd`). ``bwd``: the custom op (what torch.compile
+    traces) or :func:`_bwd_impl` (eager)."""
     x, weight, bias, pre = ctx.saved_tensors
     if pre.numel() == 0:
         pre = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype) if ctx.has_bias else None,
                        padding=weight.shape[-1] // 2, groups=x.shape[1])
-    dpre = torch.ops.aten.silu_backward(dy.to(pre.dtype), pre).contiguous()  # one kernel, as autograd's SiLU
+    if ctx.sources == 2:
+        from ..cross_scan.grid import gather_silu_grad
+
+        batch, channels, height, width = x.shape
+        dpre = gather_silu_grad(dy.reshape(batch, 2, 1, channels, height * width), pre)
+    else:
+        dpre = torch.ops.aten.silu_backward(dy.to(pre.dtype), pre).contiguous()  # one kernel, as autograd's SiLU
     dx, dw, db = (bwd or _bwd)(dpre, x, weight, bias if ctx.has_bias else None)
-    return dx, dw, (db if ctx.has_bias else None), None
+    return dx, dw, (db if ctx.has_bias else None), None, None
 
 
 _fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -94,11 +108,11 @@ class _DwConvSiluFunction(torch.autograd.Function):
     """Eager path without the dispatcher's per-call host cost (see selective_scan's _ScanFunction)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, save_pre):
+    def forward(ctx, x, weight, bias, save_pre, sources):
         from .triton_dwconv import dwconv_silu_fwd
 
-        y, pre = dwconv_silu_fwd(x, weight, bias, save_pre)
-        _setup_context(ctx, (x, weight, bias, save_pre), (y, pre))
+        y, pre = dwconv_silu_fwd(x, weight, bias, save_pre, sources)
+        _setup_context(ctx, (x, weight, bias, save_pre, sources), (y, pre))
         ctx.mark_non_differentiable(pre)
         return y, pre
 
@@ -129,17 +143,27 @@ def _check_inputs(x, weight, bias) -> None:
         raise ValueError(f"depthwise_conv2d_silu: bias must be ({channels},), got {tuple(bias.shape)}")
 
 
-def depthwise_conv2d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None, backend: str = "auto") -> Tensor:
+def depthwise_conv2d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None, backend: str = "auto",
+                          sources: int = 1) -> Tensor:
     """silu(depthwise conv2d(x, weight, bias)) with zero padding K // 2 (same size out): x (B, C, H, W), weight
     (C, 1, K, K) with K odd, bias (C,) or None; returns (B, C, H, W) in x's dtype (contiguous from the triton
     backend, which reads x in place when H, W are contiguous and copies it first otherwise). ``backend``: "auto",
-    "triton", "torch" or "naive" (see the module docstring)."""
+    "triton", "torch" or "naive" (see the module docstring).
+
+    ``sources=2`` returns (B, 2, C, H * W) instead: the output row-major, then column-major - the two sources of
+    VMamba's fused cross-scan (``mambaeye.ops.cross_scan.grid.spread(y, 2, 1)``), written by the conv's own pass
+    (no (B, C, H, W) output written and read back), with the backward's sum of the two sources fused into SiLU's
+    derivative."""
     _check_inputs(x, weight, bias)
+    if sources not in (1, 2):
+        raise ValueError(f"depthwise_conv2d_silu: sources must be 1 (the map) or 2 (row- and column-major), "
+                         f"got {sources!r}")
     if _resolve_backend(backend, x) != "triton" or x.numel() == 0:
-        return depthwise_conv2d_silu_ref(x, weight, bias)
+        y = depthwise_conv2d_silu_ref(x, weight, bias)
+        return y if sources == 1 else _spread_ref(y)
     if x.stride(3) != 1 or x.stride(2) != x.shape[3]:
         x = x.contiguous()
     weight = weight.contiguous()
     save_pre = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     op = _fwd if _through_custom_op(x) else _DwConvSiluFunction.apply
-    return op(x, weight, bias, save_pre)[0]
+    return op(x, weight, bias, save_pre, sources)[0]

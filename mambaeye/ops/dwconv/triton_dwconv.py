@@ -37,8 +37,10 @@ TILE = 1024  # outputs a program: 8 a thread at 4 warps (4096 spilled: 32 output
 @triton.jit
 def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channels, n_hblocks, sx_b, sx_c,
                             height: tl.constexpr, width: tl.constexpr, K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                            SAVE_PRE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
-                            BLOCK_W: tl.constexpr, DT: tl.constexpr):
+                            SAVE_PRE: tl.constexpr, SOURCES: tl.constexpr, BLOCK_P: tl.constexpr,
+                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, DT: tl.constexpr):
+    """SOURCES 1: y (B, C, H, W). SOURCES 2: y (B, 2, C, H * W), the map row-major and column-major (the fused
+    cross-scan's two sources, :func:`mambaeye.ops.cross_scan.grid.spread`), written from the same registers."""
     pid = tl.program_id(0)
     offs_p = (pid // n_hblocks) * BLOCK_P + tl.arange(0, BLOCK_P)  # plane = b * C + c
     offs_h = (pid % n_hblocks) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -61,13 +63,19 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
             acc += xv.to(DT) * wv.to(DT)[:, None, None]
     if HAS_BIAS:
         acc += tl.load(b_ptr + c, mask=p_ok, other=0.0).to(DT)[:, None, None]
-    y = acc * tl.sigmoid(acc)
-    out = ((offs_p.to(tl.int64) * (height * width))[:, None, None] + (offs_h * width)[None, :, None]
-           + offs_w[None, None, :])  # y and pre are contiguous (B, C, H, W)
+    y = (acc * tl.sigmoid(acc)).to(y_ptr.dtype.element_ty)
+    rows = (offs_h * width)[None, :, None] + offs_w[None, None, :]  # (1, BLOCK_H, BLOCK_W)
     mask = p_ok[:, None, None] & (offs_h < height)[None, :, None] & (offs_w < width)[None, None, :]
-    tl.store(y_ptr + out, y.to(y_ptr.dtype.element_ty), mask=mask)
-    if SAVE_PRE:
-        tl.store(pre_ptr + out, acc.to(pre_ptr.dtype.element_ty), mask=mask)
+    if SAVE_PRE:  # pre is contiguous (B, C, H, W)
+        tl.store(pre_ptr + (offs_p.to(tl.int64) * (height * width))[:, None, None] + rows,
+                 acc.to(pre_ptr.dtype.element_ty), mask=mask)
+    # plane (b, c) of source s in y: (b * SOURCES + s) * C + c
+    y_plane = y_ptr + ((b * SOURCES * channels + c) * (height * width))[:, None, None]
+    tl.store(y_plane + rows, y, mask=mask)
+    if SOURCES == 2:  # column-major: element (i, j) at j * H + i, the tile transposed in registers
+        cols = offs_w[None, :, None] * height + offs_h[None, None, :]  # (1, BLOCK_W, BLOCK_H)
+        col_mask = p_ok[:, None, None] & (offs_w < width)[None, :, None] & (offs_h < height)[None, None, :]
+        tl.store(y_plane + channels * (height * width) + cols, tl.permute(y, (0, 2, 1)), mask=col_mask)
 
 
 @triton.jit
@@ -130,19 +138,24 @@ def _config(planes: int, height: int, width: int) -> tuple[int, int, int, int, i
     return block_p, block_h, block_w, n_hblocks, triton.cdiv(planes, block_p) * n_hblocks
 
 
-def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool) -> tuple[Tensor, Tensor]:
+def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool,
+                    sources: int = 1) -> tuple[Tensor, Tensor]:
     """x (B, C, H, W) with H, W contiguous, weight (C, 1, K, K) contiguous, bias (C,) or None -> (silu(depthwise
-    conv with zero padding K // 2), the conv itself when ``save_pre`` else an empty tensor), both contiguous
-    (B, C, H, W) in x's dtype."""
+    conv with zero padding K // 2), the conv itself when ``save_pre`` else an empty tensor), both contiguous in
+    x's dtype: y (B, C, H, W), or with ``sources`` 2 (B, 2, C, H * W) - y row-major, then column-major (as
+    ``spread(y, 2, 1)``); pre (B, C, H, W)."""
     batch, channels, height, width = x.shape
     _, DT = compute_dtype(x)
-    y = torch.empty(batch, channels, height, width, device=x.device, dtype=x.dtype)
-    pre = torch.empty_like(y) if save_pre else y.new_empty(0)
+    if sources not in (1, 2):
+        raise ValueError(f"dwconv_silu_fwd: sources must be 1 or 2, got {sources}")
+    shape = (batch, channels, height, width) if sources == 1 else (batch, 2, channels, height * width)
+    y = torch.empty(shape, device=x.device, dtype=x.dtype)
+    pre = torch.empty_like(x, memory_format=torch.contiguous_format) if save_pre else y.new_empty(0)
     block_p, block_h, block_w, n_hblocks, programs = _config(batch * channels, height, width)
     _dwconv_silu_fwd_kernel[(programs,)](
         x, weight, bias if bias is not None else weight, y, pre, batch * channels, channels, n_hblocks, x.stride(0),
         x.stride(1), height=height, width=width, K=weight.shape[-1], HAS_BIAS=bias is not None, SAVE_PRE=save_pre,
-        BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
+        SOURCES=sources, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
     )
     return y, pre
 
