@@ -65,6 +65,7 @@ def _stage_launches():
             w, b = torch.empty(dim, 1, 3, 3, device=META), torch.empty(dim, device=META)
             triton_dwconv.dwconv_silu_fwd(x, w, b, True)
             triton_dwconv.dwconv_silu_fwd(x, w, None, False)
+            triton_dwconv.dwconv_silu_fwd(x, w, b, True, sources=2)  # written as the cross-scan's two sources
             triton_dwconv.dwconv_bwd(x, x, w, True)
 
         def dt_projection(dim=dim, length=length):
@@ -75,6 +76,7 @@ def _stage_launches():
             x = torch.empty(128, dim, side, side, device=META, dtype=bf16)
             s = grid._spread_impl(x, 2, 2)
             grid._gather_impl(s, side, side)
+            grid._gather_impl(s[:, :, :1], side, side, x)  # times SiLU's derivative (gather_silu_grad)
 
         cases[f"layer-norm-stage{stage}"] = (triton_norm, ("_ln_fwd_kernel", "_ln_bwd_kernel"), layer_norm)
         cases[f"bias-gelu-stage{stage}"] = bias_gelu_launches(dim, length)
