@@ -4,7 +4,9 @@
     gather: s (B, S, R, D, H*W) -> y (B, D, H, W)   y = sum_r s[:, 0, r] + (sum_r s[:, 1, r]) read column-major
 
 S (sources) is 1 or 2; R (copies per source) is 1 or 2. ``gather`` is the adjoint of ``spread``, so each is the
-other's backward. In PyTorch::
+other's backward. ``gather_silu_grad(s, pre)`` is ``aten.silu_backward(gather(s), pre)`` in the same pass: the
+backward of the depthwise conv + SiLU that writes both sources itself (``depthwise_conv2d_silu(..., sources=2)``).
+In PyTorch::
 
     spread: torch.stack([x.flatten(2), x.transpose(2, 3).flatten(2)][:S], 1)[:, :, None].expand(-1, -1, R, -1, -1)
     gather: s[:, 0].sum(1).view(B, D, H, W) + s[:, 1].sum(1).view(B, D, W, H).transpose(2, 3)
@@ -123,8 +125,6 @@ def _gather_impl(s: Tensor, height: int, width: int, pre: Tensor | None = None) 
     _gather_kernel[grid](s, pre if pre is not None else s, y, dim, H=height, W=width, **tiles, S=sources, R=copies,
                          SILU_GRAD=pre is not None, DT=compute_dtype(s)[1], num_warps=4)
     return y
-
-
 
 
 def _spread_impl(x: Tensor, sources: int, copies: int) -> Tensor:

@@ -11,6 +11,11 @@ per-tile partial sums of dweight and dbias (PyTorch's depthwise backward is two 
 VMamba-T training step on an H100). Computed in float32 (float64 for float64 x) with the weight as given
 (autocast would round it to bf16 first); outputs and dx in x's dtype, dweight and dbias in the weight's.
 
+``sources=2`` writes the output as the fused cross-scan's two sources, (B, 2, C, H * W) row-major then
+column-major, from the conv's own registers (no map written and copied again by ``cross_scan.grid.spread``); its
+backward sums the two sources' gradients in the pass that applies SiLU's derivative
+(``cross_scan.grid.gather_silu_grad``).
+
 Backends take the selective scan's names: "auto" (triton for CUDA tensors when Triton imports, else torch),
 "triton" (CUDA, or CPU under TRITON_INTERPRET=1), "torch" / "naive" (``F.silu(F.conv2d(...))``). The triton path
 is a ``torch.library`` custom op (fake and autograd registered), so ``torch.compile(fullgraph=True)`` traces it;
