@@ -54,6 +54,22 @@ def test_triton_matches_reference_with_gradients(case, sources):
 
 
 @needs_triton
+@pytest.mark.parametrize("sources", [1, 2])
+@pytest.mark.parametrize("row_vectors", [False, True])
+def test_forward_addressing_either_way_matches_reference(row_vectors, sources, monkeypatch):
+    """The forward's two addressings (constant row lengths for vector accesses, or runtime ones for one element a
+    thread: triton_dwconv._row_vectors picks by the row's byte size), each forced on both kinds of rows."""
+    from mambaeye.ops.dwconv import triton_dwconv
+
+    monkeypatch.setattr(triton_dwconv, "_row_vectors", lambda width, element_size: row_vectors)
+    for x in (torch.randn(2, 3, 7, 9, dtype=torch.float64), torch.randn(1, 2, 40, 41, dtype=torch.float64)):
+        weight, bias = _params(x.shape[1], 3, True)
+        y_ref = depthwise_conv2d_silu_ref(x, weight, bias)
+        y = depthwise_conv2d_silu(x, weight, bias, backend="triton", sources=sources)
+        torch.testing.assert_close(y, y_ref if sources == 1 else _spread_ref(y_ref), rtol=1e-12, atol=1e-12)
+
+
+@needs_triton
 @pytest.mark.parametrize("block_s, programs", [(16, 1), (16, 10**6), (64, 4)])
 def test_backward_tilings_agree(block_s, programs, monkeypatch):
     """The backward's tiling: positions split into blocks of a plane (16 < 7 * 9), the batch looped in one program

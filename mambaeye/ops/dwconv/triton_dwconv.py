@@ -10,10 +10,11 @@ integer division, a mask per tap and element) was 2x slower than PyTorch's conv 
 VMamba-T's first stage). Arithmetic in float32 (float64 for float64 x), bias and SiLU applied in registers.
 H and W are compile-time constants (each map size compiles once), so the compiler knows the rows' alignment: at
 56x56 the centre taps and the stores move 16 bytes an instruction and the forward needs 40 registers instead of
-123. H100, batch 128, bf16, VMamba-T's stages 56² / 28² / 14² / 7², us a call, runtime -> constant H, W: forward
-233 / 107 / 60 / 26 -> 172 / 77 / 66 / 20, backward 390 / 248 / 124 / 87 -> 474 / 244 / 94 / 93 (the 56² backward
-got slower, not understood yet; ``benchmarks/ss2d_ops.py``, benchmarks/NOTES.md); VMamba-T 6614 -> 6693 img/s
-inference, 2172 -> 2181 training.
+123; where rows are not a multiple of 8 bytes the forward's addresses use runtime row lengths instead, for one
+element a thread with coalesced lanes (:func:`_row_vectors`). H100, batch 128, bf16, VMamba-T's stages 56² / 28² /
+14² / 7², us a call: forward with runtime H, W 233 / 107 / 60 / 26, constant 172 / 77 / 66 / 20, and with 14²'s
+rows unvectorised 171 / 77 / 44.5 / 20; backward 390 / 248 / 124 / 87 (runtime H, W), 474 / 244 / 94 / 93
+(constant), 361 / 222 / 93 / 83 (dx tap by tap, below); ``benchmarks/ss2d_ops.py``, benchmarks/NOTES.md.
 
 The backward (from the gradient before the SiLU, contiguous) owns one channel, a block of its plane's positions and
 a slice of the batch, and loops over the images: dx is the conv of the gradient with the kernel flipped, and the
@@ -35,12 +36,21 @@ TILE = 1024  # outputs a program: 8 a thread at 4 warps (4096 spilled: 32 output
 
 
 @triton.jit
-def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channels, n_hblocks, sx_b, sx_c,
-                            height: tl.constexpr, width: tl.constexpr, K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                            SAVE_PRE: tl.constexpr, SOURCES: tl.constexpr, BLOCK_P: tl.constexpr,
-                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, DT: tl.constexpr):
+def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channels, n_hblocks, sx_b, sx_c, row_len,
+                            col_len, height: tl.constexpr, width: tl.constexpr, K: tl.constexpr,
+                            HAS_BIAS: tl.constexpr, SAVE_PRE: tl.constexpr, SOURCES: tl.constexpr,
+                            ROW_VECTORS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
+                            BLOCK_W: tl.constexpr, DT: tl.constexpr):
     """SOURCES 1: y (B, C, H, W). SOURCES 2: y (B, 2, C, H * W), the map row-major and column-major (the fused
-    cross-scan's two sources, :func:`mambaeye.ops.cross_scan.grid.spread`), written from the same registers."""
+    cross-scan's two sources, :func:`mambaeye.ops.cross_scan.grid.spread`), written from the same registers.
+
+    ROW_VECTORS: addresses use the constant width and height, so aligned rows are accessed in vectors (the layout
+    puts up to 8 consecutive elements in a thread); else they use the runtime row_len (= width) and col_len
+    (= height), nothing is known to be aligned, and the layout puts one element a thread with the lanes along the
+    row (see :func:`_row_vectors`)."""
+    if ROW_VECTORS:
+        row_len = width
+        col_len = height
     pid = tl.program_id(0)
     offs_p = (pid // n_hblocks) * BLOCK_P + tl.arange(0, BLOCK_P)  # plane = b * C + c
     offs_h = (pid % n_hblocks) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -49,7 +59,7 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
     b = (offs_p // channels).to(tl.int64)
     c = offs_p % channels
     # (BLOCK_P, BLOCK_H, BLOCK_W) pointers to the centre tap; a tap (dh, dw) is the constant offset dh * W + dw
-    centre = x_ptr + (b * sx_b + c * sx_c)[:, None, None] + (offs_h * width)[None, :, None] + offs_w[None, None, :]
+    centre = x_ptr + (b * sx_b + c * sx_c)[:, None, None] + (offs_h * row_len)[None, :, None] + offs_w[None, None, :]
     acc = tl.zeros((BLOCK_P, BLOCK_H, BLOCK_W), dtype=DT)
     for kh in tl.static_range(K):
         hh = offs_h + (kh - K // 2)
@@ -58,13 +68,13 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
             ww = offs_w + (kw - K // 2)
             col_ok = (ww >= 0) & (ww < width)
             tap = row_ok[:, :, None] & col_ok[None, None, :]
-            xv = tl.load(centre + ((kh - K // 2) * width + (kw - K // 2)), mask=tap, other=0.0)
+            xv = tl.load(centre + ((kh - K // 2) * row_len + (kw - K // 2)), mask=tap, other=0.0)
             wv = tl.load(w_ptr + c * (K * K) + (kh * K + kw), mask=p_ok, other=0.0)
             acc += xv.to(DT) * wv.to(DT)[:, None, None]
     if HAS_BIAS:
         acc += tl.load(b_ptr + c, mask=p_ok, other=0.0).to(DT)[:, None, None]
     y = (acc * tl.sigmoid(acc)).to(y_ptr.dtype.element_ty)
-    rows = (offs_h * width)[None, :, None] + offs_w[None, None, :]  # (1, BLOCK_H, BLOCK_W)
+    rows = (offs_h * row_len)[None, :, None] + offs_w[None, None, :]  # (1, BLOCK_H, BLOCK_W)
     mask = p_ok[:, None, None] & (offs_h < height)[None, :, None] & (offs_w < width)[None, None, :]
     if SAVE_PRE:  # pre is contiguous (B, C, H, W)
         tl.store(pre_ptr + (offs_p.to(tl.int64) * (height * width))[:, None, None] + rows,
@@ -73,7 +83,7 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
     y_plane = y_ptr + ((b * SOURCES * channels + c) * (height * width))[:, None, None]
     tl.store(y_plane + rows, y, mask=mask)
     if SOURCES == 2:  # column-major: element (i, j) at j * H + i, the tile transposed in registers
-        cols = offs_w[None, :, None] * height + offs_h[None, None, :]  # (1, BLOCK_W, BLOCK_H)
+        cols = offs_w[None, :, None] * col_len + offs_h[None, None, :]  # (1, BLOCK_W, BLOCK_H)
         col_mask = p_ok[:, None, None] & (offs_w < width)[None, :, None] & (offs_h < height)[None, None, :]
         tl.store(y_plane + channels * (height * width) + cols, tl.permute(y, (0, 2, 1)), mask=col_mask)
 
@@ -89,8 +99,8 @@ def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels
     depend only on the position and are computed once, outside the batch loop.
 
     dx was a (BLOCK_T, BLOCK_S) load summed over the taps axis too; the loop over taps loads 9 rows instead of 16
-    padded ones and takes the batch loop from 362 to 257 SASS instructions at 56x56 (offline, sm_90). NOT timed
-    yet (the session's device time ran out): benchmarks/NOTES.md has the A/B to run."""
+    padded ones and takes the batch loop from 362 to 257 SASS instructions at 56x56 (offline, sm_90); H100, batch
+    128, bf16, us at VMamba-T's stages 56² / 28² / 14² / 7²: 473 / 244 / 94 / 93 -> 361 / 222 / 93 / 83."""
     pid = tl.program_id(0)
     split = tl.program_id(1)
     c = pid // n_blocks
@@ -138,6 +148,16 @@ def _config(planes: int, height: int, width: int) -> tuple[int, int, int, int, i
     return block_p, block_h, block_w, n_hblocks, triton.cdiv(planes, block_p) * n_hblocks
 
 
+def _row_vectors(width: int, element_size: int) -> bool:
+    """Whether the forward reads and writes rows in vectors: where a row is a multiple of 8 bytes. The taps
+    shifted by a column are never aligned; in a layout of 8 (or 4) consecutive elements a thread they are two-byte
+    loads whose lanes lie 16 (or 8) bytes apart, several L1 wavefronts an instruction, and only rows of 8-byte
+    vectors or wider pay that back. H100, batch 128, bf16, VMamba-T's stages, forward us, vectors -> one element a
+    thread: 56² 171 -> 199, 28² 77 -> 83, 14² (28-byte rows: 4-byte vectors) 65 -> 44.5, 7² 20 -> 20.5 (2-byte rows:
+    the same layout either way); benchmarks/NOTES.md."""
+    return (width * element_size) % 8 == 0
+
+
 def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool,
                     sources: int = 1) -> tuple[Tensor, Tensor]:
     """x (B, C, H, W) with H, W contiguous, weight (C, 1, K, K) contiguous, bias (C,) or None -> (silu(depthwise
@@ -154,8 +174,9 @@ def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bo
     block_p, block_h, block_w, n_hblocks, programs = _config(batch * channels, height, width)
     _dwconv_silu_fwd_kernel[(programs,)](
         x, weight, bias if bias is not None else weight, y, pre, batch * channels, channels, n_hblocks, x.stride(0),
-        x.stride(1), height=height, width=width, K=weight.shape[-1], HAS_BIAS=bias is not None, SAVE_PRE=save_pre,
-        SOURCES=sources, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
+        x.stride(1), width, height, height=height, width=width, K=weight.shape[-1], HAS_BIAS=bias is not None,
+        SAVE_PRE=save_pre, SOURCES=sources, ROW_VECTORS=_row_vectors(width, x.element_size()), BLOCK_P=block_p,
+        BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
     )
     return y, pre
 
