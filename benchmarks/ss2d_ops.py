@@ -6,8 +6,10 @@ cross-scan's two layout moves and the depthwise 3x3 conv + SiLU.
 
 - spread: x (B, C, H, W) -> its row-major and column-major copies (``grid.spread(x, 2, 1)``).
 - gather R2 / R1: the merge of 2 sources x 2 copies (the forward's four directions) / 2 x 1 (the backward of the
-  spread) back onto the grid (``grid.gather``).
-- dwconv fwd: the conv with bias + SiLU, saving the pre-activation (training); dwconv bwd: dx, dweight, dbias.
+  spread) back onto the grid (``grid.gather``); gather silu': 2 x 1 times SiLU's derivative at the pre-activation
+  (``grid.gather_silu_grad``, the backward of the conv that writes both sources).
+- dwconv fwd: the conv with bias + SiLU, saving the pre-activation (training); dwconv fwd 2 src: the same writing
+  the output as the cross-scan's two sources (``sources=2``); dwconv bwd: dx, dweight, dbias.
 
 Each op's µs a call from CUDA-graph replays (mambaeye.bench._common.graph_replay_ms) and the GB/s of the bytes it
 must move (each input read once, each output written once). Writes benchmarks/results/<card>/ss2d_ops.{md,json}.
@@ -29,7 +31,7 @@ from mambaeye.bench._common import (
     script_command,
     write_script_results,
 )
-from mambaeye.ops.cross_scan.grid import gather, spread
+from mambaeye.ops.cross_scan.grid import gather, gather_silu_grad, spread
 from mambaeye.ops.dwconv import triton_dwconv
 
 OPS = ("spread", "gather", "dwconv")
@@ -45,10 +47,12 @@ def time_stage(batch: int, dim: int, side: int, ops: tuple[str, ...]) -> list[di
     if "gather" in ops:
         s2 = torch.randn(batch, 2, 2, dim, side * side, device="cuda", dtype=torch.bfloat16)
         s1 = s2[:, :, :1].contiguous()
-        cases += [("gather R2", lambda: gather(s2, side, side), 5), ("gather R1", lambda: gather(s1, side, side), 3)]
+        cases += [("gather R2", lambda: gather(s2, side, side), 5), ("gather R1", lambda: gather(s1, side, side), 3),
+                  ("gather silu'", lambda: gather_silu_grad(s1, x), 4)]
     if "dwconv" in ops:
         w, b = torch.randn(dim, 1, 3, 3, device="cuda"), torch.randn(dim, device="cuda")
         cases += [("dwconv fwd", lambda: triton_dwconv.dwconv_silu_fwd(x, w, b, True), 3),
+                  ("dwconv fwd 2 src", lambda: triton_dwconv.dwconv_silu_fwd(x, w, b, True, sources=2), 4),
                   ("dwconv bwd", lambda: triton_dwconv.dwconv_bwd(x, x, w, True), 3)]
     rows = []
     for op, fn, tensors in cases:
