@@ -169,9 +169,6 @@ def cross_selective_scan(
         raise ValueError(f"fused=True needs a 2D grid and the triton backend (got {x.dim() - 2}D, {resolved!r})")
     A = -torch.exp(_fp32(A_logs))
     delta_bias = _fp32(dt_projs_bias.reshape(-1))
-    if conv_weight is not None and not (fused and k == 4):
-        x = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend=resolved)
-        conv_weight = conv_bias = None
 
     if fused:
         from .fused import cross_scan_2d  # imports triton
@@ -180,6 +177,8 @@ def cross_selective_scan(
                           delta_softplus=delta_softplus, force_fp32=force_fp32, conv_weight=conv_weight,
                           conv_bias=conv_bias)
     else:
+        if conv_weight is not None:
+            x = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend=resolved)
         u, delta, Bs, Cs = scan_inputs(cross_scan(x, k), x_proj_weight, dt_projs_weight, dstate, force_fp32,
                                        kernels=resolved == "triton")
         ys = selective_scan(u, delta, A, Bs, Cs, _fp32(Ds), delta_bias=delta_bias, delta_softplus=delta_softplus,
