@@ -77,6 +77,7 @@ def _stage_launches():
             s = grid._spread_impl(x, 2, 2)
             grid._gather_impl(s, side, side)
             grid._gather_impl(s[:, :, :1], side, side, x)  # times SiLU's derivative (gather_silu_grad)
+            grid._gather_impl(s[:, :, :1], side, side, x, s[:, :, 1:])  # of two consumers' gradients
 
         cases[f"layer-norm-stage{stage}"] = (triton_norm, ("_ln_fwd_kernel", "_ln_bwd_kernel"), layer_norm)
         cases[f"bias-gelu-stage{stage}"] = bias_gelu_launches(dim, length)

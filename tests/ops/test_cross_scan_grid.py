@@ -51,8 +51,14 @@ def test_gather_silu_grad_is_silu_backward_of_the_gather(shape, sources):
     s = torch.randn(shape[0], sources, 1, shape[1], shape[2] * shape[3], dtype=torch.float64)
     expected = torch.ops.aten.silu_backward(_gather_ref(s, shape[2], shape[3]), pre)
     torch.testing.assert_close(gather_silu_grad(s, pre), expected)
+    # two consumers' gradients (laid out alike) summed in the same pass
+    s2 = torch.randn_like(s)
+    expected2 = torch.ops.aten.silu_backward(_gather_ref(s + s2, shape[2], shape[3]), pre)
+    torch.testing.assert_close(gather_silu_grad(s, pre, s2), expected2)
     with pytest.raises(ValueError, match=r"pre must be \(B=\d+, D=\d+, H, W\)"):
         gather_silu_grad(s, pre[:, :, 1:])
+    with pytest.raises(ValueError, match="s2 must have s's shape"):
+        gather_silu_grad(s, pre, s2[..., 1:])
 
 
 @needs_triton_cpu
@@ -84,7 +90,9 @@ def test_custom_ops_pass_opcheck_and_bad_shapes_are_named():
     x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(_spread_op, (x, 2, 2))
     torch.library.opcheck(_gather_op, (torch.randn(2, 2, 2, 3, 35, dtype=torch.float64, requires_grad=True), 5, 7))
-    torch.library.opcheck(_gather_silu_grad_op, (torch.randn(2, 2, 1, 3, 35), torch.randn(2, 3, 5, 7)))
+    torch.library.opcheck(_gather_silu_grad_op, (torch.randn(2, 2, 1, 3, 35), torch.randn(2, 3, 5, 7), None))
+    torch.library.opcheck(_gather_silu_grad_op,
+                          (torch.randn(2, 2, 1, 3, 35), torch.randn(2, 3, 5, 7), torch.randn(2, 2, 1, 3, 35)))
     with pytest.raises(ValueError, match=r"must have shape \(B, D, H, W\)"):
         spread(torch.randn(2, 3, 35), 2, 1)
     with pytest.raises(ValueError, match="sources and copies must be 1 or 2"):

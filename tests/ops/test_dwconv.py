@@ -53,6 +53,25 @@ def test_triton_matches_reference_with_gradients(case, sources):
         torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("sources", [1, 2])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+def test_two_consumers_get_the_output_twice_and_gradients_add(backend, sources):
+    """consumers=2: (y, y_again) with y's values; the gradients through either, or both (the triton path sums
+    them in its backward's own pass), are those of the one output's."""
+    x = CASES["B2-C3-7x9-K3"][0](torch.float64).requires_grad_(True)
+    weight, bias = (t.requires_grad_(True) for t in _params(3, 3, True))
+    leaves = [x, weight, bias]
+    y1, y2 = depthwise_conv2d_silu(x, weight, bias, backend=backend, sources=sources, consumers=2)
+    y = depthwise_conv2d_silu(x, weight, bias, backend=backend, sources=sources)
+    assert torch.equal(y1, y) and torch.equal(y2, y)
+    d1, d2 = torch.randn_like(y), torch.randn_like(y)
+    for loss, expected in [((y1 * d1).sum() + (y2 * d2).sum(), y * (d1 + d2)), ((y1 * d1).sum(), y * d1),
+                           ((y2 * d2).sum(), y * d2)]:
+        grads = torch.autograd.grad(loss, leaves, retain_graph=True)
+        for g, g_ref in zip(grads, torch.autograd.grad(expected.sum(), leaves, retain_graph=True), strict=True):
+            torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
+
+
 @needs_triton
 @pytest.mark.parametrize("sources", [1, 2])
 @pytest.mark.parametrize("row_vectors", [False, True])
@@ -146,6 +165,8 @@ def test_lower_precision_inputs_keep_their_dtype(dtype):
     (lambda: (torch.randn(2, 4, 5, 5).long(), torch.randn(4, 1, 3, 3), None), TypeError, "x must be float64"),
     (lambda: (torch.randn(2, 4, 5, 5), "w", None), TypeError, "weight must be a torch.Tensor"),
     (lambda: (torch.randn(2, 4, 5, 5), torch.randn(4, 1, 3, 3), None, "torch", 3), ValueError, "sources must be 1"),
+    (lambda: (torch.randn(2, 4, 5, 5), torch.randn(4, 1, 3, 3), None, "torch", 2, 3), ValueError,
+     "consumers must be 1 or 2"),
 ])
 def test_bad_arguments_name_the_problem(make, error, match):
     with pytest.raises(error, match=match):

@@ -41,7 +41,8 @@ def _fp32(t: Tensor) -> Tensor:
 
 
 def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dstate: int,
-                force_fp32: bool = False, kernels: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                force_fp32: bool = False, kernels: bool = True,
+                u_src: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """u, delta, B, C of the grouped scan from the sequences its K directions read.
 
     src (B, S, D, L) holds S sequences; the directions are grouped by the sequence they read, K // S each, in
@@ -54,13 +55,17 @@ def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dst
     makes), and the weight gradients are reduced per (batch, sequence) before the sum over the batch - einsum's
     one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an H100 at VMamba-T's first
     stage; benchmarks/NOTES.md). With ``kernels`` the dt projection's forward is a Triton kernel for half inputs
-    on CUDA (:mod:`.projection`); without, a matmul (the torch backend).
+    on CUDA (:mod:`.projection`); without, a matmul (the torch backend). ``u_src``: src's values as another
+    autograd output (``depthwise_conv2d_silu(..., consumers=2)``), which u is then a view of, so that u's and the
+    projection's gradients reach src's producer apart.
     """
     batch, n_src, dim, length = src.shape
     k, rank = dt_projs_weight.shape[0], dt_projs_weight.shape[2]
     x_dbl = torch.matmul(x_proj_weight.reshape(n_src, -1, dim), src).view(batch, k, -1, length)  # (B, K, R+2N, L)
     dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
-    u = src.view(batch, n_src * dim, length)
+    if u_src is not None and u_src.shape != src.shape:
+        raise ValueError(f"scan_inputs: u_src must have src's shape {tuple(src.shape)}, got {tuple(u_src.shape)}")
+    u = (src if u_src is None else u_src).view(batch, n_src * dim, length)
     delta = dt_projection(dt_projs_weight, dts, backend="auto" if kernels else "torch")  # (B, K*D, L)
     if force_fp32:
         u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)

@@ -163,8 +163,10 @@ def cross_scan_2d(
     length = height * width
     dstate = A.shape[1]
     n_src = 2 if k == 4 else 1
+    u_src = None  # the scan's u: src itself, or (with the conv) src again as the conv's second output
     if n_src == 2 and conv_weight is not None:  # (B, 2, D, L): the grid row-major, then column-major
-        src = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend="triton", sources=2)
+        # the projection's and the scan's gradients reach the conv's backward apart, summed in its SiLU pass
+        src, u_src = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend="triton", sources=2, consumers=2)
     elif n_src == 2:
         src = spread(x, 2, 1).view(batch, 2, dim, length)
     else:
@@ -176,7 +178,7 @@ def cross_scan_2d(
         x_proj_weight, dt_projs_weight = _source_major(x_proj_weight), _source_major(dt_projs_weight)
         A = _source_major(A.view(k, dim, dstate)).view(k * dim, dstate)
         Ds, delta_bias = (_source_major(t.view(k, dim)).view(k * dim) for t in (Ds, delta_bias))
-    u, delta, Bs, Cs = scan_inputs(src, x_proj_weight, dt_projs_weight, dstate, force_fp32)  # source order
+    u, delta, Bs, Cs = scan_inputs(src, x_proj_weight, dt_projs_weight, dstate, force_fp32, u_src=u_src)
 
     if k == 1:
         return selective_scan(u, delta, A, Bs, Cs, Ds, delta_bias=delta_bias, delta_softplus=delta_softplus,

@@ -63,23 +63,27 @@ def _tile_offsets(H: tl.constexpr, W: tl.constexpr, n_th, n_tw, n_planes, BLOCK_
 
 
 @triton.jit
-def _gather_kernel(s_ptr, pre_ptr, y_ptr, dim, n_th, n_tw, n_planes, H: tl.constexpr, W: tl.constexpr,
-                   S: tl.constexpr, R: tl.constexpr, SILU_GRAD: tl.constexpr, DT: tl.constexpr, BLOCK_P: tl.constexpr,
-                   BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+def _gather_kernel(s_ptr, s2_ptr, pre_ptr, y_ptr, dim, n_th, n_tw, n_planes, H: tl.constexpr, W: tl.constexpr,
+                   S: tl.constexpr, R: tl.constexpr, SILU_GRAD: tl.constexpr, TWO_INPUTS: tl.constexpr,
+                   DT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """SILU_GRAD: the sum times SiLU's derivative at pre (B, D, H, W) - the gradient before a SiLU whose output
-    was spread (:func:`gather_silu_grad`)."""
+    was spread (:func:`gather_silu_grad`). TWO_INPUTS: s2 (laid out as s) is summed too."""
     bd, row, row_mask, col, col_mask = _tile_offsets(H, W, n_th, n_tw, n_planes, BLOCK_P, BLOCK_H, BLOCK_W)
     b, d = bd // dim, bd % dim
     length = H * W
     acc = tl.zeros((BLOCK_P, BLOCK_H, BLOCK_W), dtype=DT)
     for r in tl.static_range(R):
-        plane = ((b * S + 0) * R + r) * dim + d
-        acc += tl.load(s_ptr + (plane * length)[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
+        at = (((b * S + 0) * R + r) * dim + d) * length
+        acc += tl.load(s_ptr + at[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
+        if TWO_INPUTS:
+            acc += tl.load(s2_ptr + at[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
     if S == 2:
         acc_t = tl.zeros((BLOCK_P, BLOCK_W, BLOCK_H), dtype=DT)
         for r in tl.static_range(R):
-            plane = ((b * S + 1) * R + r) * dim + d
-            acc_t += tl.load(s_ptr + (plane * length)[:, None, None] + col, mask=col_mask, other=0.0).to(DT)
+            at = (((b * S + 1) * R + r) * dim + d) * length
+            acc_t += tl.load(s_ptr + at[:, None, None] + col, mask=col_mask, other=0.0).to(DT)
+            if TWO_INPUTS:
+                acc_t += tl.load(s2_ptr + at[:, None, None] + col, mask=col_mask, other=0.0).to(DT)
         acc += tl.permute(acc_t, (0, 2, 1))
     if SILU_GRAD:  # d silu(p) / dp = sigmoid(p) (1 + p (1 - sigmoid(p))), as aten.silu_backward
         p = tl.load(pre_ptr + (bd * length)[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
@@ -116,14 +120,17 @@ def _config(planes: int, height: int, width: int) -> tuple[tuple[int], dict]:
     return grid, dict(n_th=n_th, n_tw=n_tw, n_planes=planes, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w)
 
 
-def _gather_impl(s: Tensor, height: int, width: int, pre: Tensor | None = None) -> Tensor:
-    """gather(s); with ``pre`` (B, D, H, W, contiguous) times SiLU's derivative at pre, in pre's dtype."""
+def _gather_impl(s: Tensor, height: int, width: int, pre: Tensor | None = None, s2: Tensor | None = None) -> Tensor:
+    """gather(s) (of s + s2 where s2 is given, s's shape); with ``pre`` (B, D, H, W, contiguous) times SiLU's
+    derivative at pre, in pre's dtype."""
     batch, sources, copies, dim, _ = s.shape
     s = s.contiguous()
+    s2 = s2.contiguous() if s2 is not None else None
     y = s.new_empty(batch, dim, height, width, dtype=pre.dtype if pre is not None else s.dtype)
     grid, tiles = _config(batch * dim, height, width)
-    _gather_kernel[grid](s, pre if pre is not None else s, y, dim, H=height, W=width, **tiles, S=sources, R=copies,
-                         SILU_GRAD=pre is not None, DT=compute_dtype(s)[1], num_warps=4)
+    _gather_kernel[grid](s, s2 if s2 is not None else s, pre if pre is not None else s, y, dim, H=height, W=width,
+                         **tiles, S=sources, R=copies, SILU_GRAD=pre is not None, TWO_INPUTS=s2 is not None,
+                         DT=compute_dtype(s)[1], num_warps=4)
     return y
 
 
@@ -158,28 +165,30 @@ def _(x, sources, copies):
 
 
 @torch.library.custom_op("mambaeye::grid_gather_silu_grad", mutates_args=())
-def _gather_silu_grad_op(s: Tensor, pre: Tensor) -> Tensor:
-    return _gather_impl(s, pre.shape[2], pre.shape[3], pre)
+def _gather_silu_grad_op(s: Tensor, pre: Tensor, s2: Tensor | None) -> Tensor:
+    return _gather_impl(s, pre.shape[2], pre.shape[3], pre, s2)
 
 
 @_gather_silu_grad_op.register_fake
-def _(s, pre):
+def _(s, pre, s2):
     return torch.empty_like(pre)
 
 
-def gather_silu_grad(s: Tensor, pre: Tensor) -> Tensor:
-    """``aten.silu_backward(gather(s, H, W), pre)`` in one pass: the gradient of a map's pre-activation pre
-    (B, D, H, W) from the gradient s (B, S, R, D, H * W) of ``spread(silu(pre), S, R)``, in pre's dtype. A backward's
-    step (no autograd of its own): the backward of :func:`mambaeye.ops.dwconv.depthwise_conv2d_silu` with
-    ``sources=2``."""
+def gather_silu_grad(s: Tensor, pre: Tensor, s2: Tensor | None = None) -> Tensor:
+    """``aten.silu_backward(gather(s + s2, H, W), pre)`` in one pass: the gradient of a map's pre-activation pre
+    (B, D, H, W) from the gradient s (B, S, R, D, H * W) of ``spread(silu(pre), S, R)`` - or from two gradients s
+    and s2 of the same shape, where the spread has two consumers. In pre's dtype. A backward's step (no autograd
+    of its own): the backward of :func:`mambaeye.ops.dwconv.depthwise_conv2d_silu` with ``sources=2``."""
     batch, _, _, dim, length = s.shape
     if pre.dim() != 4 or pre.shape[:2] != (batch, dim) or pre.shape[2] * pre.shape[3] != length:
         raise ValueError(f"gather_silu_grad: pre must be (B={batch}, D={dim}, H, W) with H * W = {length}, "
                          f"got {tuple(pre.shape)}")
+    if s2 is not None and s2.shape != s.shape:
+        raise ValueError(f"gather_silu_grad: s2 must have s's shape {tuple(s.shape)}, got {tuple(s2.shape)}")
     pre = pre.contiguous()
     if _through_custom_op(s):
-        return _gather_silu_grad_op(s, pre)
-    return _gather_impl(s, pre.shape[2], pre.shape[3], pre)
+        return _gather_silu_grad_op(s, pre, s2)
+    return _gather_impl(s, pre.shape[2], pre.shape[3], pre, s2)
 
 
 def _gather_setup(ctx, inputs, output):

@@ -86,21 +86,26 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, weight, bias, output[1])
 
 
-def _backward(ctx, dy, _dpre=None, bwd=None):
+def _backward(ctx, dy, _dpre=None, bwd=None, dy2=None):
     """Through SiLU's derivative (at the saved convolution, else recomputed) - for two sources in the same pass
-    that sums their gradients back onto the map (:func:`..cross_scan.grid.gather_silu_grad`) - then one kernel for
-    the convolution's gradients (:func:`.triton_dwconv.dwconv_bwd`). ``bwd``: the custom op (what torch.compile
-    traces) or :func:`_bwd_impl` (eager)."""
+    that sums their gradients back onto the map (:func:`..cross_scan.grid.gather_silu_grad`), and with ``dy2``
+    (the gradient of the output's second consumer, see :func:`depthwise_conv2d_silu`'s ``consumers``) that sum
+    too - then one kernel for the convolution's gradients (:func:`.triton_dwconv.dwconv_bwd`). ``bwd``: the custom
+    op (what torch.compile traces) or :func:`_bwd_impl` (eager)."""
     x, weight, bias, pre = ctx.saved_tensors
     if pre.numel() == 0:
         pre = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype) if ctx.has_bias else None,
                        padding=weight.shape[-1] // 2, groups=x.shape[1])
+    if dy is None:  # only the second consumer's output took part in the loss
+        dy, dy2 = dy2, None
     if ctx.sources == 2:
         from ..cross_scan.grid import gather_silu_grad
 
         batch, channels, height, width = x.shape
-        dpre = gather_silu_grad(dy.reshape(batch, 2, 1, channels, height * width), pre)
+        shape = (batch, 2, 1, channels, height * width)
+        dpre = gather_silu_grad(dy.reshape(shape), pre, dy2.reshape(shape) if dy2 is not None else None)
     else:
+        dy = dy + dy2 if dy2 is not None else dy
         dpre = torch.ops.aten.silu_backward(dy.to(pre.dtype), pre).contiguous()  # one kernel, as autograd's SiLU
     dx, dw, db = (bwd or _bwd)(dpre, x, weight, bias if ctx.has_bias else None)
     return dx, dw, (db if ctx.has_bias else None), None, None
@@ -110,20 +115,24 @@ _fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 class _DwConvSiluFunction(torch.autograd.Function):
-    """Eager path without the dispatcher's per-call host cost (see selective_scan's _ScanFunction)."""
+    """Eager path without the dispatcher's per-call host cost (see selective_scan's _ScanFunction). With
+    ``consumers`` 2 the output is returned twice - itself and a view of it - as two outputs of this one node, so
+    that their gradients reach the backward apart and are summed there, in the pass that applies SiLU's
+    derivative, instead of by autograd first (one more read and write of both)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, save_pre, sources):
+    def forward(ctx, x, weight, bias, save_pre, sources, consumers):
         from .triton_dwconv import dwconv_silu_fwd
 
         y, pre = dwconv_silu_fwd(x, weight, bias, save_pre, sources)
         _setup_context(ctx, (x, weight, bias, save_pre, sources), (y, pre))
         ctx.mark_non_differentiable(pre)
-        return y, pre
+        return (y, pre) if consumers == 1 else (y, y.view_as(y), pre)
 
     @staticmethod
-    def backward(ctx, dy, _dpre):
-        return _backward(ctx, dy, bwd=_bwd_impl)
+    def backward(ctx, *grads):
+        dy, dy2 = (grads[0], None) if len(grads) == 2 else grads[:2]
+        return (*_backward(ctx, dy, bwd=_bwd_impl, dy2=dy2), None)
 
 
 def _check_inputs(x, weight, bias) -> None:
@@ -149,7 +158,7 @@ def _check_inputs(x, weight, bias) -> None:
 
 
 def depthwise_conv2d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None, backend: str = "auto",
-                          sources: int = 1) -> Tensor:
+                          sources: int = 1, consumers: int = 1) -> Tensor | tuple[Tensor, Tensor]:
     """silu(depthwise conv2d(x, weight, bias)) with zero padding K // 2 (same size out): x (B, C, H, W), weight
     (C, 1, K, K) with K odd, bias (C,) or None; returns (B, C, H, W) in x's dtype (contiguous from the triton
     backend, which reads x in place when H, W are contiguous and copies it first otherwise). ``backend``: "auto",
@@ -158,17 +167,29 @@ def depthwise_conv2d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     ``sources=2`` returns (B, 2, C, H * W) instead: the output row-major, then column-major - the two sources of
     VMamba's fused cross-scan (``mambaeye.ops.cross_scan.grid.spread(y, 2, 1)``), written by the conv's own pass
     (no (B, C, H, W) output written and read back), with the backward's sum of the two sources fused into SiLU's
-    derivative."""
+    derivative.
+
+    ``consumers=2`` returns the output twice, ``(y, y_again)`` (the same memory), for two consumers: the eager
+    triton path gets their gradients apart and sums them in its own backward pass - with ``sources=2`` in the one
+    that also sums the two sources - instead of autograd adding them first. Elsewhere (other backends, and the
+    custom op torch.compile traces, whose outputs may not alias) both are ``y`` and autograd adds."""
     _check_inputs(x, weight, bias)
     if sources not in (1, 2):
         raise ValueError(f"depthwise_conv2d_silu: sources must be 1 (the map) or 2 (row- and column-major), "
                          f"got {sources!r}")
+    if consumers not in (1, 2):
+        raise ValueError(f"depthwise_conv2d_silu: consumers must be 1 or 2, got {consumers!r}")
     if _resolve_backend(backend, x) != "triton" or x.numel() == 0:
         y = depthwise_conv2d_silu_ref(x, weight, bias)
-        return y if sources == 1 else _spread_ref(y)
-    if x.stride(3) != 1 or x.stride(2) != x.shape[3]:
-        x = x.contiguous()
-    weight = weight.contiguous()
-    save_pre = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    op = _fwd if _through_custom_op(x) else _DwConvSiluFunction.apply
-    return op(x, weight, bias, save_pre, sources)[0]
+        y = y if sources == 1 else _spread_ref(y)
+    else:
+        if x.stride(3) != 1 or x.stride(2) != x.shape[3]:
+            x = x.contiguous()
+        weight = weight.contiguous()
+        save_pre = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+        if _through_custom_op(x):
+            y = _fwd(x, weight, bias, save_pre, sources)[0]
+        else:
+            outputs = _DwConvSiluFunction.apply(x, weight, bias, save_pre, sources, consumers)
+            return outputs[0] if consumers == 1 else outputs[:2]
+    return y if consumers == 1 else (y, y)
