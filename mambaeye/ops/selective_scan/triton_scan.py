@@ -71,11 +71,24 @@ MAX_TILE_L = 32
 def _block_l(length: int, dstate: int, free: bool = False) -> int:
     """Steps per tile, held inside each thread. Also the spacing of the saved states, so the same in forward and
     backward: depends on (L, N) only. ``free``: a forward that saves no states (inference) may take longer tiles.
-    H100 sweeps (benchmarks/scan_sweep.py): with states N=16 -> 8 steps, N=1 -> 32; free N=16 -> 16 where the
-    forward keeps 8-channel blocks (_launch_config). Free N=1 stays at 32: 64 took the plain scan's forward at
-    VMamba-T's stage 1 0.500 -> 0.462 ms, but VMamba-T inference 21.56 -> 22.05 ms (the fused SS2D scans)."""
-    cap = (16 if free else 8) if _block_n(dstate) >= 8 else 32
+    H100 sweeps (benchmarks/scan_sweep.py): with states N=16 -> 8 steps; free N=16 -> 16 where the forward keeps
+    8-channel blocks (_launch_config). Free N=1 stays at 32: 64 took the plain scan's forward at VMamba-T's stage 1
+    0.500 -> 0.462 ms, but VMamba-T inference 21.56 -> 22.05 ms (the fused SS2D scans). N=1 with states: 8 steps
+    (with 32-channel blocks, see _launch_config); other N < 8: 32."""
+    if _block_n(dstate) >= 8:
+        cap = 16 if free else 8
+    else:
+        cap = N1_TILE_L if dstate == 1 and not free else 32
     return max(2, min(triton.next_power_of_2(length), cap, MAX_TILE_L))
+
+
+# N = 1 with saved states (training): 32 channels x 8 steps a one-warp tile instead of 8 x 32, so that the lanes lie
+# on channels and each thread holds 8 consecutive steps. With 8 channels a tile's 32 steps were spread over 4 lanes
+# (sizePerThread 1 along L) and every step of the scan was a cross-lane shuffle: offline SASS at VMamba-T's stage 1
+# (paired), loop instructions a 256-element tile: backward 939 / 971 -> 706 / 769 (SHFL 180 -> 80), forward 447 ->
+# 388; the saved states are 4x denser (fp32, one a channel every 8 steps: a quarter of u's bytes).
+N1_TILE_L = 8
+N1_BLOCK_D = 32
 
 
 def num_state_chunks(batch: int, dim: int, length: int, dstate: int) -> int:
@@ -813,7 +826,9 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
     """
     block_n = _block_n(dstate)
     groups = math.lcm(_groups(B), _groups(C))
-    if backward:
+    if dstate == 1 and (backward or save_states):
+        wanted = N1_BLOCK_D
+    elif backward:
         wanted = 4 if MIN_PROGRAMS <= batch * dim // 8 < 2048 else 8  # below MIN_PROGRAMS the sequence is split
     elif block_n >= 8 and not batch * dim // 16 < MIN_PROGRAMS <= batch * dim // 8:
         wanted = 16
