@@ -97,3 +97,18 @@ def assert_matches(got, ref, tol: float) -> None:
         errors["d" + name] = rel_err(grads[name], grads_r[name])
     bad = {k: v for k, v in errors.items() if not v <= tol}
     assert not bad, f"relative errors above {tol:g}: {bad}"
+
+
+class LaunchRecorder:
+    """Wraps a @triton.jit kernel: ``kernel[grid](...)`` launches it and appends (grid, keyword arguments) to
+    ``launches``."""
+
+    def __init__(self, kernel, launches):
+        self.kernel, self.launches = kernel, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches.append((grid, kwargs))
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch

@@ -9,7 +9,7 @@ from mambaeye.ops import available_backends
 from mambaeye.ops.cross_scan import cross_selective_scan
 from mambaeye.ops.selective_scan import triton_scan
 
-from .scan_cases import case_id, rel_err
+from .scan_cases import LaunchRecorder, case_id, rel_err
 
 needs_triton_cpu = pytest.mark.skipif("triton" not in available_backends("cpu"),
                                      reason="needs triton and its interpreter (TRITON_INTERPRET=1, set without a GPU)")
@@ -79,14 +79,21 @@ def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias):
 @needs_triton_cpu
 @pytest.mark.parametrize("h,w", [(9, 11), (8, 12)], ids=["9x11", "8x12-flipped-tiles"])
 def test_fused_many_tiles_and_split(h, w, monkeypatch):
-    """Direction indices across tile boundaries, and with the forward split across programs."""
+    """Direction indices across tile boundaries, and with the forward split across programs. Where the tiles can
+    be read as vectors (96 positions) the paired forward runs as two launches, its forward groups then its
+    backward ones (PAIR_HALF, the direction a constexpr); else one launch reads the direction at run time."""
     monkeypatch.setattr(triton_scan, "MAX_TILE_L", 4)
     monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", 1 << 20)
     monkeypatch.setattr(triton_scan, "TARGET_PROGRAMS", 1 << 20)
+    launches = []
+    kernel = triton_scan._scan_fwd_kernel
+    monkeypatch.setattr(triton_scan, "_scan_fwd_kernel", LaunchRecorder(kernel, launches))
     x = torch.randn(1, 4, h, w, dtype=torch.float64)  # 99 / 96 positions: 25 / 24 tiles of 4 steps
     weights = _weights(4, 4, 2, 1)
     y_ref, g_ref = _run(x, weights, "naive", fused=False, out_norm=False)
     y, g = _run(x, weights, "triton", fused=True, out_norm=False)
+    halves = [(kw["PAIR_HALF"], kw["REVERSE"], kw["FLIP_TILES"]) for _, kw in launches]
+    assert halves == ([(True, False, False), (True, True, True)] if h * w % 4 == 0 else [(False, False, False)])
     assert rel_err(y, y_ref) < 1e-10
     for name in ("x", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds"):
         assert rel_err(g[name], g_ref[name]) < 1e-10, name

@@ -8,7 +8,7 @@ import torch
 from mambaeye.ops import available_backends, selective_scan, selective_scan_naive
 from mambaeye.ops.selective_scan import _normalise, torch_scan, triton_scan
 
-from .scan_cases import assert_matches, case_id, make_inputs, rel_err, scan_with_grads, to
+from .scan_cases import LaunchRecorder, assert_matches, case_id, make_inputs, rel_err, scan_with_grads, to
 
 HAS_TRITON = "triton" in available_backends("cpu")
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
@@ -119,27 +119,12 @@ def test_triton_sequence_split(monkeypatch, bc, groups, prefetch):
     assert triton_scan._num_segments(4, triton_scan.num_state_chunks(2, 4, 221, 4)) == 3  # 56 tiles of 4 steps
     grids = {}
     for name in ("_scan_segment_kernel", "_scan_fwd_kernel", "_scan_bwd_segment_kernel", "_scan_bwd_kernel"):
-        monkeypatch.setattr(triton_scan, name, _LaunchRecorder(getattr(triton_scan, name), grids.setdefault(name, [])))
+        monkeypatch.setattr(triton_scan, name, LaunchRecorder(getattr(triton_scan, name), grids.setdefault(name, [])))
     inputs = make_inputs(2, 4, 221, 4, bc=bc, groups=groups)
     assert_matches(scan_with_grads(inputs, "triton", True), _ref(inputs, True), tol=1e-10)
     # 3 segments: summaries of the segments whose state (forward) or carry (backward) another one reads
     assert [g[2] for g, _ in grids["_scan_segment_kernel"] + grids["_scan_bwd_segment_kernel"]] == [2, 2]
     assert [g[2] for g, _ in grids["_scan_fwd_kernel"] + grids["_scan_bwd_kernel"]] == [3, 3]
-
-
-class _LaunchRecorder:
-    """Wraps a @triton.jit kernel: ``kernel[grid](...)`` launches it and appends (grid, keyword arguments) to
-    ``launches``."""
-
-    def __init__(self, kernel, launches):
-        self.kernel, self.launches = kernel, launches
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches.append((grid, kwargs))
-            return self.kernel[grid](*args, **kwargs)
-
-        return launch
 
 
 @needs_triton
@@ -160,7 +145,7 @@ def test_triton_forward_tile_without_saved_states(monkeypatch, dstate, min_progr
     if min_programs is not None:
         monkeypatch.setattr(triton_scan, "MIN_PROGRAMS", min_programs)
     launches = []
-    monkeypatch.setattr(triton_scan, "_scan_fwd_kernel", _LaunchRecorder(triton_scan._scan_fwd_kernel, launches))
+    monkeypatch.setattr(triton_scan, "_scan_fwd_kernel", LaunchRecorder(triton_scan._scan_fwd_kernel, launches))
     inputs = make_inputs(1, 16, 70, dstate, bc="step")
     ref = _ref(inputs, True)
     assert_matches(scan_with_grads(inputs, "triton", True), ref, tol=1e-10)
@@ -300,7 +285,7 @@ def _check_reverse(backend, inputs, monkeypatch=None, tol=1e-10):
     if monkeypatch is not None:
         launches = []
         for name in ("_scan_fwd_kernel", "_scan_segment_kernel"):
-            monkeypatch.setattr(triton_scan, name, _LaunchRecorder(getattr(triton_scan, name), launches))
+            monkeypatch.setattr(triton_scan, name, LaunchRecorder(getattr(triton_scan, name), launches))
     out, last, grads = scan_with_grads(inputs, backend, True, reverse=True)
     ref_inputs = {k: flipped(v, k) for k, v in to(inputs, torch.float64).items()}
     out_r, last_r, grads_r = scan_with_grads(ref_inputs, "naive", True, flip_out=True)

@@ -341,6 +341,7 @@ def _scan_fwd_kernel(
     B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, SAVE_STATES: tl.constexpr, DT: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
     PAIRED: tl.constexpr, REVERSE: tl.constexpr, FLIP_TILES: tl.constexpr, CHUNK: tl.constexpr, VEC: tl.constexpr,
+    PAIR_HALF: tl.constexpr,
 ):
     # Tiles are (BLOCK_L, BLOCK_N, BLOCK_D): L first, so Triton's default layout puts the lanes on channels and
     # states and keeps the whole L extent of a tile inside each thread - the scan is then a sequential loop.
@@ -350,6 +351,8 @@ def _scan_fwd_kernel(
     # groups of VEC steps are known to be aligned and are loaded with vector instructions.
     # FLIP_TILES (with REVERSE): u, delta, z and out are read and written in chunks of CHUNK steps in memory order,
     # each chunk reversed in registers (_flipped_tile), as the backward does; B and C stay in step order.
+    # PAIR_HALF: one half of a paired scan - the even groups of B/C (forward) or, with REVERSE, the odd ones - so
+    # that the direction is a constexpr and the tiles are loaded as vectors (the backward's PAIR_HALF).
     length, stride_u_b, stride_u_d = length * VEC, stride_u_b * VEC, stride_u_d * VEC
     stride_delta_b, stride_delta_d, stride_z_b, stride_z_d = (stride_delta_b * VEC, stride_delta_d * VEC,
                                                               stride_z_b * VEC, stride_z_d * VEC)
@@ -358,6 +361,8 @@ def _scan_fwd_kernel(
     b = tl.program_id(1).to(tl.int64)
     seg = tl.program_id(2)
     d0 = pid_d * BLOCK_D
+    if PAIR_HALF:
+        d0 = (d0 // u_dim) * 2 * u_dim + REVERSE * u_dim + d0 % u_dim
     offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_t = tl.arange(0, BLOCK_L)
@@ -921,6 +926,13 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     # a backward walking scan reads its tiles in memory order where that gives vector loads (see the backward)
     walk = dict(PAIRED=bool(paired), REVERSE=bool(reverse), FLIP_TILES=bool(reverse) and vec >= FLIP_TILES_MIN_VEC,
                 CHUNK=_flip_chunk(block_l, u), VEC=vec)
+    # As in the backward, a paired scan whose tiles can be read as vectors runs as two launches, its forward groups
+    # and its backward ones, each with its direction a constexpr (one launch reads the direction at run time, and
+    # its loads and stores go element by element).
+    if paired and vec >= FLIP_TILES_MIN_VEC:
+        launches = [dict(walk, PAIRED=False, REVERSE=half, FLIP_TILES=half, PAIR_HALF=True) for half in (False, True)]
+    else:
+        launches = [dict(walk, PAIR_HALF=False)]
     caps = _register_cap(dstate, z is not None, backward=False)
     hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
     dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
@@ -932,18 +944,19 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
             BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, **walk, num_warps=num_warps, **caps,
         )
-    grid = (dim // block_d, batch, n_seg)
-    _scan_fwd_kernel[grid](
-        u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
-        delta_bias if delta_bias is not None else u,
-        out, last, states, hend, dtsum,
-        dim, length // vec, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides,
-        u_dim, u_share, *_bd_strides(u, vec), *_bd_strides(delta, vec), *_bd_strides(z, vec),
-        *_bd_strides(out, vec),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-        B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
-        BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, **walk, num_warps=num_warps, **caps,
-    )
+    for launch in launches:
+        _scan_fwd_kernel[(dim // len(launches) // block_d, batch, n_seg)](
+            u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
+            delta_bias if delta_bias is not None else u,
+            out, last, states, hend, dtsum,
+            dim, length // vec, dstate, n_tiles, tiles_per_seg, n_seg, dpg_B, dpg_C, *B_strides, *C_strides,
+            u_dim, u_share, *_bd_strides(u, vec), *_bd_strides(delta, vec), *_bd_strides(z, vec),
+            *_bd_strides(out, vec),
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+            B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, **launch, num_warps=num_warps,
+            **caps,
+        )
     return out, last, states
 
 
