@@ -37,8 +37,8 @@ they read u). VMamba's fused cross-scan (mambaeye.ops.cross_scan.fused) is the p
 (column, reversed column) of a grid. Walking backwards, the positions of a tile descend and Triton loads them
 element by element; where L and the strides are multiples of 4 or more (``VEC``, :func:`_vector_width`) the kernels
 instead read such tiles as chunks of 16 bytes in memory order and reverse each chunk in registers (``FLIP_TILES``,
-:func:`_flipped_tile`: vector loads): the forward and its segment pass for a reverse scan, the backward for a
-reverse or paired one (a paired backward then runs its forward and backward groups as two launches, each with its
+:func:`_flipped_tile`: vector loads): the forward and its segment pass for a reverse scan, forward and backward for
+a paired one (which then runs its forward and backward groups as two launches, ``PAIR_HALF``, each with its
 direction a constexpr). H100, VMamba-T's 56x56 stage: paired backward 1.70 -> 1.36 ms, what the plain scan takes;
 Vim-Ti at 1248^2 with aligned tokens: see benchmarks/NOTES.md.
 
@@ -818,7 +818,7 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
     From benchmarks/scan_sweep.py on an H100 (tables in benchmarks/NOTES.md): small tiles and one warp win - more
     programs in flight hide the latency of the sequential loop, and the backward's larger live set does not
     spill. The backward takes 8 channels; between MIN_PROGRAMS and 2048 programs of 8 it narrows them to 4
-    (long_1d). The forward at N >= 8 takes 16 channels (a warp's tile of 2048 elements: 64 a thread) unless that
+    (long_1d). At N = 1 the backward and a forward that saves states take N1_BLOCK_D channels (see N1_TILE_L). The forward at N >= 8 takes 16 channels (a warp's tile of 2048 elements: 64 a thread) unless that
     alone would drop it below MIN_PROGRAMS and split the sequence; then 8 channels and, when it saves no states,
     16 steps (the same 2048 elements). Forward without saved states (ms): vim_ti_224 0.153 -> 0.130 (16
     channels), vmamba_v0_stage1 1.024 -> 0.780 (16 channels), long_1d 0.776 -> 0.696 (8 x 16 steps; 16
