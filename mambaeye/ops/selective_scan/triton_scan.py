@@ -811,6 +811,19 @@ def _flip_chunk(block_l: int, u: Tensor) -> int:
     return min(block_l, 16 // u.element_size())
 
 
+def _walk_launches(paired: bool, reverse: bool, vec: int) -> list[dict]:
+    """The launches of a forward or backward kernel, each as its (PAIRED, REVERSE, FLIP_TILES, PAIR_HALF) flags.
+
+    A scan walking backwards reads its tiles in memory order where that gives vector loads (FLIP_TILES, VEC >=
+    FLIP_TILES_MIN_VEC); a paired one then runs as two launches, its forward groups and its backward ones
+    (PAIR_HALF), so that each has its direction a constexpr. Elsewhere one launch (a paired scan's direction read
+    at run time, its loads and stores element by element)."""
+    if paired and vec >= FLIP_TILES_MIN_VEC:
+        return [dict(PAIRED=False, REVERSE=half, FLIP_TILES=half, PAIR_HALF=True) for half in (False, True)]
+    return [dict(PAIRED=bool(paired), REVERSE=bool(reverse), FLIP_TILES=bool(reverse) and vec >= FLIP_TILES_MIN_VEC,
+                 PAIR_HALF=False)]
+
+
 def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, length: int, backward: bool,
                    save_states: bool = True):
     """(BLOCK_D, BLOCK_N, BLOCK_L, num_warps, PREFETCH): lanes over channels and states, L inside each thread.
@@ -924,16 +937,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
     dpg_C, *C_strides = _bc_args(C, dim)
     n_seg, tiles_per_seg = _segments(batch * (dim // block_d), n_tiles)
     vec = _vector_width(length, u, delta, z, out)
-    # a backward walking scan reads its tiles in memory order where that gives vector loads (see the backward)
-    walk = dict(PAIRED=bool(paired), REVERSE=bool(reverse), FLIP_TILES=bool(reverse) and vec >= FLIP_TILES_MIN_VEC,
-                CHUNK=_flip_chunk(block_l, u), VEC=vec)
-    # As in the backward, a paired scan whose tiles can be read as vectors runs as two launches, its forward groups
-    # and its backward ones, each with its direction a constexpr (one launch reads the direction at run time, and
-    # its loads and stores go element by element).
-    if paired and vec >= FLIP_TILES_MIN_VEC:
-        launches = [dict(walk, PAIRED=False, REVERSE=half, FLIP_TILES=half, PAIR_HALF=True) for half in (False, True)]
-    else:
-        launches = [dict(walk, PAIR_HALF=False)]
+    launches = _walk_launches(paired, reverse, vec)
+    chunk = dict(CHUNK=_flip_chunk(block_l, u), VEC=vec)
     caps = _register_cap(dstate, z is not None, backward=False)
     hend = torch.empty(batch, dim, n_seg, dstate, device=u.device, dtype=state_dtype)
     dtsum = torch.empty(batch, dim, n_seg, device=u.device, dtype=state_dtype)
@@ -943,7 +948,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
             dim, length // vec, dstate, tiles_per_seg, n_seg, dpg_B, *B_strides, u_dim, u_share,
             *_bd_strides(u, vec), *_bd_strides(delta, vec),
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), B_FIXED=B.dim() == 2, DT=DT,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, **walk, num_warps=num_warps, **caps,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PAIRED=bool(paired), REVERSE=bool(reverse),
+            FLIP_TILES=bool(reverse) and vec >= FLIP_TILES_MIN_VEC, **chunk, num_warps=num_warps, **caps,
         )
     for launch in launches:
         _scan_fwd_kernel[(dim // len(launches) // block_d, batch, n_seg)](
@@ -955,8 +961,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save
             *_bd_strides(out, vec),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
             B_FIXED=B.dim() == 2, C_FIXED=C.dim() == 2, SAVE_STATES=bool(save_states), DT=DT,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, **launch, num_warps=num_warps,
-            **caps,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, PREFETCH=prefetch, **launch, **chunk,
+            num_warps=num_warps, **caps,
         )
     return out, last, states
 
@@ -1011,20 +1017,14 @@ def selective_scan_bwd(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, d
             *_bd_strides(dout, vec), *_bd_strides(delta, vec), *_bd_strides(z, vec), **flags, PAIRED=bool(paired),
             REVERSE=bool(reverse), VEC=vec, num_warps=num_warps,
         )
-    # Backward walking channels read their tiles in memory order where that gives vector loads (FLIP_TILES); a
-    # paired scan then runs as two launches, its forward groups and its backward ones, so that each has its
-    # direction as a constexpr. Elsewhere one launch (the paired groups' direction read at run time).
-    # The two launches of a paired scan write du per pair, the second adding to what the first wrote; one launch
-    # of a paired scan writes du per group (du_k), summed over each pair below.
-    flip_tiles = bool(reverse or paired) and vec >= FLIP_TILES_MIN_VEC
+    # The two launches of a paired scan (_walk_launches) write du per pair, the second (DU_ADD) adding to what the
+    # first wrote; one launch of a paired scan writes du per group (du_k), summed over each pair below.
+    launches = [dict(launch, DU_ADD=launch["PAIR_HALF"] and launch["REVERSE"])
+                for launch in _walk_launches(paired, reverse, vec)]
     du_k = du
-    if paired and flip_tiles:
-        launches = [dict(PAIRED=False, PAIR_HALF=True, REVERSE=half, FLIP_TILES=half, DU_ADD=half)
-                    for half in (False, True)]
+    if len(launches) == 2:
         du_share = u_share
     else:
-        launches = [dict(PAIRED=bool(paired), PAIR_HALF=False, REVERSE=bool(reverse), FLIP_TILES=flip_tiles,
-                         DU_ADD=False)]
         du_share = 1
         if paired:
             du_k = torch.empty_like(delta, dtype=u.dtype)
