@@ -30,9 +30,9 @@ CONFIGS = {  # dstate -> (BLOCK_L, BLOCK_D fwd, bwd, warps fwd, bwd, prefetch fw
     16: [None, (8, 8, 4, 1, 1, 0, 0), (8, 8, 8, 1, 2, 0, 0), (8, 8, 4, 1, 1, 0, 1), (4, 8, 8, 1, 1, 0, 0),
          (4, 8, 4, 1, 1, 0, 0), (4, 16, 8, 1, 1, 0, 0), (4, 8, 8, 1, 1, 1, 1), (8, 8, 2, 1, 1, 0, 0),
          (8, 4, 4, 1, 1, 0, 0), (8, 2, 4, 1, 1, 0, 0), (4, 4, 4, 1, 1, 0, 0)],
-    # N = 1: the default is (8, 32, 32, 1, 1, 1, 1) (lanes on channels, 8 steps a thread); (32, 8, 8, ...) was it
-    # until 2026-12-07 (a tile's 32 steps over 4 lanes)
-    1: [None, (32, 8, 8, 1, 1, 1, 1), (8, 32, 32, 1, 1, 1, 0), (8, 32, 32, 1, 1, 0, 0), (16, 32, 32, 1, 1, 1, 1),
+    # N = 1: the default is (32, 8, 8, 1, 1, 1, 1) (a tile's 32 steps over 4 lanes); lanes on channels with 8 steps
+    # a thread, (8, 32, 32, ...), took VMamba-T's training step 57.2 -> 68.7 ms on an H100 (benchmarks/NOTES.md)
+    1: [None, (8, 32, 32, 1, 1, 1, 1), (8, 32, 32, 1, 1, 1, 0), (8, 32, 32, 1, 1, 0, 0), (16, 32, 32, 1, 1, 1, 1),
         (8, 16, 16, 1, 1, 1, 1), (8, 64, 64, 2, 2, 1, 1)],
 }
 

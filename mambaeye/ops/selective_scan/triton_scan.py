@@ -71,24 +71,13 @@ MAX_TILE_L = 32
 def _block_l(length: int, dstate: int, free: bool = False) -> int:
     """Steps per tile, held inside each thread. Also the spacing of the saved states, so the same in forward and
     backward: depends on (L, N) only. ``free``: a forward that saves no states (inference) may take longer tiles.
-    H100 sweeps (benchmarks/scan_sweep.py): with states N=16 -> 8 steps; free N=16 -> 16 where the forward keeps
-    8-channel blocks (_launch_config). Free N=1 stays at 32: 64 took the plain scan's forward at VMamba-T's stage 1
-    0.500 -> 0.462 ms, but VMamba-T inference 21.56 -> 22.05 ms (the fused SS2D scans). N=1 with states: 8 steps
-    (with 32-channel blocks, see _launch_config); other N < 8: 32."""
-    if _block_n(dstate) >= 8:
-        cap = 16 if free else 8
-    else:
-        cap = N1_TILE_L if dstate == 1 and not free else 32
+    H100 sweeps (benchmarks/scan_sweep.py): with states N=16 -> 8 steps, N=1 -> 32; free N=16 -> 16 where the
+    forward keeps 8-channel blocks (_launch_config). Free N=1 stays at 32: 64 took the plain scan's forward at
+    VMamba-T's stage 1 0.500 -> 0.462 ms, but VMamba-T inference 21.56 -> 22.05 ms (the fused SS2D scans).
+    Refuted: N=1 with states on 8-step x 32-channel tiles (fewer SASS instructions a tile offline, saved states 4x
+    denser): VMamba-T training 57.2 -> 68.7 ms a step on an H100 (benchmarks/NOTES.md, 2026-12-07)."""
+    cap = (16 if free else 8) if _block_n(dstate) >= 8 else 32
     return max(2, min(triton.next_power_of_2(length), cap, MAX_TILE_L))
-
-
-# N = 1 with saved states (training): 32 channels x 8 steps a one-warp tile instead of 8 x 32, so that the lanes lie
-# on channels and each thread holds 8 consecutive steps. With 8 channels a tile's 32 steps were spread over 4 lanes
-# (sizePerThread 1 along L) and every step of the scan was a cross-lane shuffle: offline SASS at VMamba-T's stage 1
-# (paired), loop instructions a 256-element tile: backward 939 / 971 -> 706 / 769 (SHFL 180 -> 80), forward 447 ->
-# 388; the saved states are 4x denser (fp32, one a channel every 8 steps: a quarter of u's bytes).
-N1_TILE_L = 8
-N1_BLOCK_D = 32
 
 
 def num_state_chunks(batch: int, dim: int, length: int, dstate: int) -> int:
@@ -831,8 +820,7 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
     From benchmarks/scan_sweep.py on an H100 (tables in benchmarks/NOTES.md): small tiles and one warp win - more
     programs in flight hide the latency of the sequential loop, and the backward's larger live set does not
     spill. The backward takes 8 channels; between MIN_PROGRAMS and 2048 programs of 8 it narrows them to 4
-    (long_1d). At N = 1 the backward and a forward that saves states take N1_BLOCK_D channels (see N1_TILE_L).
-    The forward at N >= 8 takes 16 channels (a warp's tile of 2048 elements: 64 a thread) unless that alone would
+    (long_1d). The forward at N >= 8 takes 16 channels (a warp's tile of 2048 elements: 64 a thread) unless that alone would
     drop it below MIN_PROGRAMS and split the sequence; then 8 channels and, when it saves no states, 16 steps (the
     same 2048 elements). Forward without saved states (ms): vim_ti_224 0.153 -> 0.130 (16
     channels), vmamba_v0_stage1 1.024 -> 0.780 (16 channels), long_1d 0.776 -> 0.696 (8 x 16 steps; 16
@@ -845,9 +833,7 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
     """
     block_n = _block_n(dstate)
     groups = math.lcm(_groups(B), _groups(C))
-    if dstate == 1 and (backward or save_states):
-        wanted = N1_BLOCK_D
-    elif backward:
+    if backward:
         wanted = 4 if MIN_PROGRAMS <= batch * dim // 8 < 2048 else 8  # below MIN_PROGRAMS the sequence is split
     elif block_n >= 8 and not batch * dim // 16 < MIN_PROGRAMS <= batch * dim // 8:
         wanted = 16
