@@ -3,6 +3,7 @@
     python benchmarks/model_step.py vmamba_tiny                          # 224², batch 128, infer and train
     python benchmarks/model_step.py vim_tiny --size 1248 --batch 8 --modes infer
     python benchmarks/model_step.py vmamba_tiny --device cpu --size 64 --batch 2 --dtype fp32   # a CPU smoke run
+    python benchmarks/model_step.py vmamba_tiny --kwarg batch_second=True     # a model argument (a Python literal)
 
 The measurement of `mambaeye bench vmamba|vim-vs-deit` (mambaeye.bench._models.measure: inference is
 forward_features under no_grad, training forward + cross-entropy + backward) for one mambaeye model without the
@@ -14,6 +15,7 @@ whole model: `python benchmarks/ab.py run .dev/ab --rounds 2 -- benchmarks/model
 from __future__ import annotations
 
 import argparse
+import ast
 import tempfile
 from pathlib import Path
 
@@ -35,7 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eager", action="store_true", help="time eager calls instead of CUDA-graph replays")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--kwarg", action="append", default=[], metavar="NAME=VALUE",
+                   help="a keyword argument of the model's constructor, the value a Python literal (repeatable)")
     a = p.parse_args(argv)
+    kwargs = {}
+    for item in a.kwarg:
+        name, sep, value = item.partition("=")
+        try:
+            kwargs[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            sep = ""
+        if not sep or not name.isidentifier():
+            p.error(f"--kwarg must be NAME=VALUE with VALUE a Python literal (e.g. batch_second=True), got {item!r}")
     if not is_model(a.model):
         p.error(f"unknown model {a.model!r}; mambaeye models: {', '.join(list_models())}")
     graphs = a.device == "cuda" and not a.eager
@@ -43,14 +56,16 @@ def main(argv: list[str] | None = None) -> int:
                   out_dir=Path(tempfile.gettempdir()), warmup=a.warmup, repeats=a.repeats, cuda_graphs=graphs)
     failed = False
     for mode in a.modes:
-        row = measure(ctx, lambda: create_mambaeye(a.model), a.batch, a.size, a.dtype, mode, {})
+        row = measure(ctx, lambda: create_mambaeye(a.model, **kwargs), a.batch, a.size, a.dtype, mode, {})
         timing = "CUDA-graph replays" if graphs else "eager"
         if row["status"] != "ok":
             failed = True
-            print(f"{a.model} {mode} {a.size}² batch {a.batch} {a.dtype}: {row['status']}", flush=True)
+            print(f"{a.model} {' '.join(a.kwarg)} {mode} {a.size}² batch {a.batch} {a.dtype}: {row['status']}",
+                  flush=True)
             continue
         peak = f", peak {row['peak_mib']:.0f} MiB" if row["peak_mib"] is not None else ""
-        print(f"{a.model} {mode} {a.size}² batch {a.batch} {a.dtype} on {ctx.env['card']}: "
+        label = " ".join([a.model, *a.kwarg])
+        print(f"{label} {mode} {a.size}² batch {a.batch} {a.dtype} on {ctx.env['card']}: "
               f"{row['ms']:.3f} ms, {row['img_per_s']:.1f} img/s ({timing}{peak})", flush=True)
     return 1 if failed else 0
 

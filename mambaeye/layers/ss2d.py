@@ -49,22 +49,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops._layout import is_batch_second
 from ..ops.cross_scan import cross_selective_scan, default_directions, valid_directions
 from ..ops.selective_scan import _resolve_backend
 from .mamba import _fp32_param, _resolve_dt_rank, check_ssm_args, dt_bias_init, s4d_real_A_log
+from .pointwise import pointwise_linear
 
 __all__ = ["SS2D", "SS3D"]
-
-
-def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """A Linear applied over dim 1 of a channel-first map: (B, C_in, *S) -> (B, C_out, *S), as a 1x1 conv.
-
-    cuDNN converts NCHW to NHWC and back around it, yet this beat B batched GEMMs on the (B, C, L) view on an H100
-    (VMamba-T inference 28 vs 36 ms of GPU time a step: the GEMMs with L = 49 or a stride-0 weight batch pick slow
-    kernels; benchmarks/NOTES.md)."""
-    spatial_dims = x.dim() - 2
-    conv = F.conv2d if spatial_dims == 2 else F.conv3d
-    return conv(x, weight.view(*weight.shape, *(1,) * spatial_dims), bias)
 
 
 class SS2D(nn.Module):
@@ -187,10 +178,12 @@ class SS2D(nn.Module):
             raise ValueError(f"expected input of shape {layout}, got {tuple(x.shape)}")
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (B, *spatial, C), or (B, C, *spatial) with channel_first -> same shape."""
+        """x: (B, *spatial, C), or (B, C, *spatial) with channel_first -> same shape (channel-first: stored
+        batch-second when x is, :mod:`mambaeye.ops._layout`)."""
         self._check_input(x)
+        batch_second = self.channel_first and is_batch_second(x)
         if self.channel_first:
-            xz = _pointwise(x, self.in_proj.weight, self.in_proj.bias)  # (B, Di[*2], *S)
+            xz = pointwise_linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, Di[*2], *S)
             z = None
             if self.with_z:
                 x, z = xz.chunk(2, dim=1)
@@ -219,12 +212,12 @@ class SS2D(nn.Module):
             x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds,
             out_norm=True, out_norm_weight=self.out_norm.weight, out_norm_bias=self.out_norm.bias,
             out_norm_eps=self.out_norm.eps, channel_last=not self.channel_first, force_fp32=self.force_fp32,
-            backend=self.backend, fused=self.fused, **conv_args,
+            backend=self.backend, fused=self.fused, batch_second=batch_second, **conv_args,
         )  # (B, Di, *S) or (B, *S, Di)
         if z is not None:
             y = y * z
         if self.channel_first:
-            out = _pointwise(y, self.out_proj.weight, self.out_proj.bias)
+            out = pointwise_linear(y, self.out_proj.weight, self.out_proj.bias)
         else:
             out = self.out_proj(y)
         return self.dropout(out)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..convert.vmamba import is_vmamba_state_dict, vmamba_from_official, vmamba_version
 from ..layers import SS2D
+from ..layers.pointwise import pointwise_linear
 from ..ops.bias_gelu import bias_gelu_channel_first
 from ..ops.layer_norm import add_layer_norm_channel_first, layer_norm_channel_first
 from ._builder import adapt_input_conv, build_model, fit_classifier
@@ -55,12 +56,15 @@ class LayerNorm2d(nn.LayerNorm):
     Under autocast the output is the autocast dtype when ``autocast_output`` (the default: the norm feeds a
     matmul or conv, which would cast it anyway), else float32 - what ``F.layer_norm`` gives under autocast, kept
     for VMamba's stem and downsample norms, whose output is the float32 residual stream of the official model.
-    Without autocast it is x's dtype.
+    Without autocast it is x's dtype. ``batch_second``: the output is stored batch-second (mambaeye.ops._layout),
+    whatever x's layout - how VSSM(batch_second=True) puts its residual stream into that layout.
     """
 
-    def __init__(self, normalized_shape, *args, autocast_output: bool = True, **kwargs) -> None:
+    def __init__(self, normalized_shape, *args, autocast_output: bool = True, batch_second: bool = False,
+                 **kwargs) -> None:
         super().__init__(normalized_shape, *args, **kwargs)
         self.autocast_output = autocast_output
+        self.batch_second = batch_second
 
     def _out_dtype(self, x: Tensor) -> torch.dtype | None:
         device = x.device.type
@@ -69,7 +73,8 @@ class LayerNorm2d(nn.LayerNorm):
         return None
 
     def forward(self, x: Tensor) -> Tensor:
-        return layer_norm_channel_first(x, self.weight, self.bias, self.eps, out_dtype=self._out_dtype(x))
+        return layer_norm_channel_first(x, self.weight, self.bias, self.eps, out_dtype=self._out_dtype(x),
+                                        batch_second=self.batch_second)
 
     def forward_add(self, x: Tensor, branch: Tensor, branch_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(s, norm(s)) with s = x + branch (+ branch_bias per channel) in one pass
@@ -79,11 +84,12 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class Linear2d(nn.Linear):
-    """nn.Linear over the channels of a (B, C, H, W) map (a 1x1 conv with a Linear's weight shape and init).
-    ``add_bias=False`` leaves the bias to the caller (the MLP fuses it into the GELU)."""
+    """nn.Linear over the channels of a (B, C, H, W) map (:func:`mambaeye.layers.pointwise.pointwise_linear`: one
+    matrix product where x is stored batch-second, else a 1x1 conv). ``add_bias=False`` leaves the bias to the
+    caller (the MLP fuses it into the GELU)."""
 
     def forward(self, x: Tensor, add_bias: bool = True) -> Tensor:
-        return F.conv2d(x, self.weight[:, :, None, None], self.bias if add_bias else None)
+        return pointwise_linear(x, self.weight, self.bias if add_bias else None)
 
 
 class Permute(nn.Module):
@@ -300,6 +306,11 @@ class VSSM(nn.Module):
     ``patchembed_version`` ("v1", "v2"), ``downsample_version`` ("v1" PatchMerging, "v3" conv),
     ``drop_path_rate`` (official: T 0.2, S 0.3, B 0.6; 0 here by default), ``drop_rate`` (before the head),
     ``backend`` (selective-scan backend). ``img_size`` only sets the pretrained cfg's input size.
+    ``batch_second`` (channel-first only): the stages' maps are stored batch-second ((C, B, H, W) memory,
+    :mod:`mambaeye.ops._layout`; the stem's and the downsamples' last norms write them so), which makes every
+    1x1 projection one matrix product over the whole batch instead of cuDNN's NCHW 1x1 convolution with its NHWC
+    transposes. Same parameters, same results (up to rounding); maps returned by ``forward_features`` and
+    ``forward_intermediates`` are contiguous NCHW either way.
     """
 
     def __init__(
@@ -324,8 +335,13 @@ class VSSM(nn.Module):
         mlp_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         backend: str = "auto",
+        batch_second: bool | None = None,
     ) -> None:
         super().__init__()
+        if batch_second is None:
+            batch_second = channel_first
+        if batch_second and not channel_first:
+            raise ValueError("batch_second is a layout of channel-first maps: it needs channel_first=True")
         depths = tuple(depths)
         if isinstance(dims, int):
             dims = [dims * 2**i for i in range(len(depths))]
@@ -356,6 +372,11 @@ class VSSM(nn.Module):
             down = nn.Identity() if last else _make_downsample(downsample_version, dims[i], dims[i + 1], channel_first)
             self.layers.append(VSSStage(blocks, down))
         self.classifier = ClassifierHead(dims[-1], num_classes, drop_rate, channel_first)
+        self.batch_second = batch_second
+        if batch_second:  # the norms that start each residual stream write it batch-second; the blocks keep it
+            for entry in (self.patch_embed, *(stage.downsample for stage in self.layers)):
+                if isinstance(entry, nn.Sequential) and isinstance(entry[-1], LayerNorm2d):
+                    entry[-1].batch_second = True
         self.feature_info = [dict(num_chs=dims[i], reduction=4 * 2**i, module=f"layers.{i}")
                              for i in range(len(depths))]
         self.init_weights()
@@ -411,7 +432,9 @@ class VSSM(nn.Module):
                              f"(the nearest that fit: {fit[0]}x{fit[1]})")
 
     def _to_nchw(self, x: Tensor) -> Tensor:
-        return x if self.channel_first else x.permute(0, 3, 1, 2).contiguous()
+        if self.channel_first:
+            return x.contiguous() if self.batch_second else x
+        return x.permute(0, 3, 1, 2).contiguous()
 
     def forward_features(self, x: Tensor) -> Tensor:
         """images (B, in_chans, H, W) -> normalised last-stage map (B, C, H / 32, W / 32)."""

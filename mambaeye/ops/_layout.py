@@ -1,10 +1,37 @@
-"""Helpers shared by the Triton launchers of :mod:`mambaeye.ops` (no Triton import: pure host-side arithmetic)."""
+"""Helpers shared by the Triton launchers of :mod:`mambaeye.ops` (no Triton import: pure host-side arithmetic), and
+the batch-second layout of channel-first maps.
+
+Batch-second: a channel-first tensor (B, C, *S) stored as a transposed view of a contiguous (C, B, *S) one (strides
+(prod(S), B * prod(S), ...)), so that each channel's values over all images and positions are one contiguous row.
+A Linear over the channels is then one matrix product on the (C, B * prod(S)) view (mambaeye.layers.pointwise),
+where the usual batch-first storage needs one per image or cuDNN's NCHW <-> NHWC transposes around a 1x1 conv. The
+channel-first kernels of mambaeye.ops (LayerNorm, bias + GELU, the depthwise conv, the fused cross-scan's conv)
+address (B, C, L) with any batch and channel strides, so they read either layout, and their outputs follow x's.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-__all__ = ["strides_by_vector"]
+__all__ = ["batch_second_empty", "is_batch_second", "strides_by_vector", "to_batch_second"]
+
+
+def is_batch_second(x: Tensor) -> bool:
+    """Whether x (B, C, *S) is stored batch-second: ``x.transpose(0, 1)`` is contiguous. With B = 1 (or C = 1) a
+    contiguous map is both batch-first and batch-second."""
+    return x.dim() >= 2 and x.transpose(0, 1).is_contiguous()
+
+
+def batch_second_empty(shape: tuple[int, ...] | torch.Size, **kwargs) -> Tensor:
+    """An uninitialised (B, C, *S) tensor stored batch-second; ``kwargs`` go to ``torch.empty``."""
+    batch, channels, *spatial = shape
+    return torch.empty(channels, batch, *spatial, **kwargs).transpose(0, 1)
+
+
+def to_batch_second(x: Tensor) -> Tensor:
+    """x (B, C, *S) stored batch-second: x itself when it already is, else a copy (autograd tracks it)."""
+    return x if is_batch_second(x) else x.transpose(0, 1).contiguous().transpose(0, 1)
 
 
 def strides_by_vector(length: int, *tensors: Tensor) -> tuple[int, bool, list[int]]:

@@ -236,3 +236,37 @@ def test_torch_compile_fullgraph_matches_eager(name):
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_second_maps_are_the_default_layout_and_change_nothing():
+    """Channel-first VSSM stores its stage maps batch-second by default (every 1x1 projection one matrix product):
+    the blocks see batch-second maps, and the logits, the returned maps (contiguous NCHW) and every gradient equal
+    those of the same weights run batch-first."""
+    from mambaeye.ops._layout import is_batch_second
+
+    kwargs = dict(depths=(1, 2), dims=8, num_classes=5, backend="torch")
+    second, first = VSSM(**kwargs), VSSM(**kwargs, batch_second=False)
+    assert second.batch_second and not first.batch_second
+    assert not VSSM(**kwargs, channel_first=False, patchembed_version="v1", downsample_version="v1").batch_second
+    first.load_state_dict(second.state_dict())
+    seen = []
+    for stage in second.layers:
+        for block in stage.blocks:
+            block.op.register_forward_pre_hook(lambda module, args: seen.append(is_batch_second(args[0])))
+    x = torch.randn(3, 3, 64, 32)
+    y_second, y_first = second(x), first(x)
+    assert seen == [True] * 3
+    torch.testing.assert_close(y_second, y_first)
+    feats = second.forward_intermediates(x, intermediates_only=True)
+    assert all(m.is_contiguous() for m in feats) and second.forward_features(x).is_contiguous()
+    for m, m_ref in zip(feats, first.forward_intermediates(x, intermediates_only=True), strict=True):
+        torch.testing.assert_close(m, m_ref)
+    grads = torch.autograd.grad(y_second.square().sum(), list(second.parameters()))
+    grads_ref = torch.autograd.grad(y_first.square().sum(), list(first.parameters()))
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_second_needs_channel_first():
+    with pytest.raises(ValueError, match="batch_second is a layout of channel-first maps"):
+        VSSM(depths=(1, 1), dims=8, channel_first=False, batch_second=True)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mambaeye.ops._layout import is_batch_second, to_batch_second
 from mambaeye.ops.bias_gelu import bias_gelu_channel_first, bias_gelu_channel_first_ref
 from mambaeye.ops.selective_scan import available_backends
 
@@ -31,6 +32,7 @@ CASES = {  # name: x maker; L = 1500 crosses several of the kernel's position bl
     "B2-C6-no-spatial": lambda dt: torch.randn(2, 6, dtype=dt),
     "channel-slice": lambda dt: torch.randn(2, 13, 5, 6, dtype=dt)[:, 1:13:2],  # read in place (stride 60)
     "channels-last": lambda dt: torch.randn(2, 6, 4, 5, dtype=dt).to(memory_format=torch.channels_last),
+    "batch-second": lambda dt: to_batch_second(torch.randn(3, 6, 4, 5, dtype=dt)),  # read and written so
 }
 
 
@@ -47,6 +49,8 @@ def test_triton_matches_reference_with_gradients(case):
     grads_ref = torch.autograd.grad(y_ref, [x, b], dy)
     for g, g_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
+    if case == "batch-second":
+        assert is_batch_second(y) and is_batch_second(grads[0])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

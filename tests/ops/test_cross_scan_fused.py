@@ -169,6 +169,39 @@ def test_fused_rejects_3d_grids_and_non_triton_backends():
         cross_selective_scan(torch.randn(1, 4, 3, 3, dtype=torch.float64), **weights, backend="torch", fused=True)
 
 
+@needs_triton_cpu
+@pytest.mark.parametrize("hw", [(5, 6), (4, 4)], ids=["5x6", "4x4"])
+def test_ss2d_layer_on_a_batch_second_map(hw):
+    """The channel-first SS2D layer (fused, the conv inside the cross-scan) on a batch-second map: in_proj and
+    out_proj as one matrix product each, the conv reading the map in place, the out_norm writing batch-second;
+    output and every gradient equal the batch-first run's, and the output and the input's gradient stay
+    batch-second."""
+    from mambaeye.layers import SS2D
+    from mambaeye.ops._layout import is_batch_second, to_batch_second
+
+    torch.manual_seed(0)
+    layer = SS2D(8, channel_first=True, backend="triton").double()
+    x = torch.randn(3, 8, *hw, dtype=torch.float64)
+    runs = []
+    for x_in in (x.clone(), to_batch_second(x)):
+        x_in.requires_grad_(True)
+        y = layer(x_in)
+        dy = torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view(y.shape)
+        runs.append((y, torch.autograd.grad(y, [x_in, *layer.parameters()], dy)))
+    (y_first, g_first), (y_second, g_second) = runs
+    assert not is_batch_second(y_first) and is_batch_second(y_second) and is_batch_second(g_second[0])
+    torch.testing.assert_close(y_second, y_first, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g_second, g_first, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_batch_second_is_a_channel_first_layout():
+    weights = {k: v for k, v in _weights(4, 4, 2, 1).items() if not k.startswith("out")}
+    with pytest.raises(ValueError, match="batch_second is a layout of the channel-first output"):
+        cross_selective_scan(torch.randn(1, 4, 3, 3, dtype=torch.float64), **weights, backend="torch",
+                             channel_last=True, batch_second=True)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("v0", [False, True], ids=["v2", "v0"])
 def test_fused_ss2d_layer_gpu_bf16(v0):

@@ -1,13 +1,14 @@
 """mambaeye.ops.dwconv: the triton kernel (interpreter on CPU) against silu(F.conv2d), forward and the gradients
-of x, weight and bias; maps smaller and larger than a tile, non-square, K 3 and 5, no bias, strided and
-channels-last inputs, half inputs, bad arguments, the custom op's registration, torch.compile; bf16 at VMamba-T's
-first stage on the GPU."""
+of x, weight and bias; maps smaller and larger than a tile, non-square, K 3 and 5, no bias, strided, channels-last
+and batch-second inputs, half inputs, bad arguments, the custom op's registration, torch.compile; bf16 at
+VMamba-T's first stage on the GPU."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from mambaeye.ops._layout import is_batch_second, to_batch_second
 from mambaeye.ops.dwconv import _spread_ref, depthwise_conv2d_silu, depthwise_conv2d_silu_ref
 from mambaeye.ops.selective_scan import available_backends
 
@@ -23,6 +24,7 @@ CASES = {  # name: (x maker, K, bias); 40x41 = 1640 positions crosses the kernel
     "B1-C4-1x1-K3": (lambda dt: torch.randn(1, 4, 1, 1, dtype=dt), 3, True),
     "channel-slice": (lambda dt: torch.randn(2, 9, 5, 6, dtype=dt)[:, 1:9:2], 3, True),  # read in place
     "channels-last": (lambda dt: torch.randn(2, 4, 5, 6, dtype=dt).to(memory_format=torch.channels_last), 3, True),
+    "batch-second": (lambda dt: to_batch_second(torch.randn(3, 4, 5, 6, dtype=dt)), 3, True),  # read in place
 }
 
 
@@ -49,8 +51,11 @@ def test_triton_matches_reference_with_gradients(case, sources):
     assert y.shape == y_ref.shape and y.is_contiguous()
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(y_ref)
-    for g, g_ref in zip(torch.autograd.grad(y, leaves, dy), torch.autograd.grad(y_ref, leaves, dy), strict=True):
+    grads = torch.autograd.grad(y, leaves, dy)
+    for g, g_ref in zip(grads, torch.autograd.grad(y_ref, leaves, dy), strict=True):
         torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
+    if case == "batch-second":  # dx written in x's layout
+        assert is_batch_second(grads[0])
 
 
 @pytest.mark.parametrize("sources", [1, 2])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mambaeye.ops._layout import is_batch_second, to_batch_second
 from mambaeye.ops.layer_norm import (
     _as_bcl,
     add_layer_norm_channel_first,
@@ -157,6 +158,29 @@ def test_triton_reads_channel_slices_in_place_and_copies_channels_last():
     assert _as_bcl(xl).data_ptr() != xl.data_ptr() and _as_bcl(xl).stride(-1) == 1
     y = layer_norm_channel_first(x, backend="triton")
     assert y.shape == x.shape and y.stride(-1) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("x_layout", ["batch_first", "batch_second"])
+def test_batch_second_output(x_layout, backend):
+    """batch_second=True stores y batch-second whatever x's layout (the triton kernel writes it so); values and
+    every gradient equal the reference's, the triton backward reading a batch-second dy and writing dx in x's
+    layout."""
+    x = torch.randn(3, 6, 4, 5, dtype=torch.float64)
+    if x_layout == "batch_second":
+        x = to_batch_second(x)
+    x.requires_grad_(True)
+    w, b = _params(6, "affine", torch.float64)
+    y = layer_norm_channel_first(x, w, b, backend=backend, batch_second=True)
+    assert is_batch_second(y) and y.shape == x.shape
+    y_ref = layer_norm_channel_first_ref(x, w, b)
+    _close(y, y_ref, 1e-12, "y")
+    dy = to_batch_second(torch.randn_like(y_ref))
+    grads = torch.autograd.grad(y, [x, w, b], dy)
+    for g, g_ref, name in zip(grads, torch.autograd.grad(y_ref, [x, w, b], dy), ["dx", "dw", "db"], strict=True):
+        _close(g, g_ref, 1e-10, name)
+    if backend == "triton":  # the reference's gradient layouts are autograd's
+        assert is_batch_second(grads[0]) == (x_layout == "batch_second")
 
 
 @needs_triton
@@ -353,10 +377,11 @@ def test_custom_ops_pass_opcheck(affine, branch):
     w, b = (torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)) if affine else (None, None)
     r = torch.randn(2, 5, 6, dtype=branch, requires_grad=True) if branch is not None else None
     rb = torch.randn(5, requires_grad=True) if branch is not None else None
-    torch.library.opcheck(_ln_fwd, (x, w, b, 1e-5, True, torch.float32, r, rb))
+    for batch_second in (False, True):
+        torch.library.opcheck(_ln_fwd, (x, w, b, 1e-5, True, torch.float32, r, rb, batch_second))
     # the backward op itself has no autograd formula (no double backward): its inputs do not require grad
     x, w, b, r, rb = (t.detach() if t is not None else None for t in (x, w, b, r, rb))
-    _, mean, rstd, s = _ln_fwd(x, w, b, 1e-5, True, torch.float32, r, rb)
+    _, mean, rstd, s = _ln_fwd(x, w, b, 1e-5, True, torch.float32, r, rb, False)
     normed = s if r is not None else x
     ds = torch.randn(normed.shape, dtype=normed.dtype) if r is not None else None
     torch.library.opcheck(_ln_bwd, (torch.randn(2, 5, 6), normed, w, b, mean, rstd, ds,

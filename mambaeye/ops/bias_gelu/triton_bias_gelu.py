@@ -36,11 +36,12 @@ def _gelu_and_grad(v, GRAD: tl.constexpr):
 
 @triton.jit
 def _tile(pid, n_lblocks, rows, dim, length, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Program ``pid``'s rows (as batch and channel indices), positions and mask."""
+    """Program ``pid``'s rows (as batch and channel indices, both int64: in a batch-second layout the channel
+    stride is the large one), positions and mask."""
     offs_r = (pid // n_lblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
     offs_l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)
     mask = (offs_r < rows)[:, None] & (offs_l < length)[None, :]
-    return (offs_r // dim).to(tl.int64), offs_r % dim, offs_l, mask
+    return (offs_r // dim).to(tl.int64), (offs_r % dim).to(tl.int64), offs_l, mask
 
 
 @triton.jit
@@ -70,7 +71,7 @@ def _bias_gelu_bwd_kernel(dy_ptr, x_ptr, bias_ptr, dx_ptr, dbias_part_ptr, rows,
     dx = tl.where(mask, dy * _gelu_and_grad(x + bias[:, None], True), 0.0)
     tl.store(dx_ptr + (b * sdx_b + c * sdx_c)[:, None] + offs_l[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
     # partials laid out (C, B, n_lblocks): dbias is one sum over the last two dimensions
-    part = dbias_part_ptr + (c.to(tl.int64) * (rows // dim) + b) * n_lblocks + pid % n_lblocks
+    part = dbias_part_ptr + (c * (rows // dim) + b) * n_lblocks + pid % n_lblocks
     tl.store(part, tl.sum(dx, 1), mask=(b * dim + c) < rows)
 
 

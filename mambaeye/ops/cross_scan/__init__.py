@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._layout import to_batch_second
 from ..dwconv import depthwise_conv2d_silu
 from ..layer_norm import layer_norm_channel_first
 from ..selective_scan import _resolve_backend, selective_scan
@@ -128,6 +129,7 @@ def cross_selective_scan(
     fused: bool | None = None,
     conv_weight: Tensor | None = None,
     conv_bias: Tensor | None = None,
+    batch_second: bool = False,
 ) -> Tensor:
     """VMamba's cross selective scan over a 2D or 3D grid.
 
@@ -150,7 +152,9 @@ def cross_selective_scan(
     :func:`scan_orders`: 1, 2 or 4 in 2D, 1, 2 or 6 in 3D. Direction k's B and C are group k of the grouped
     scan. The merged output is the sum over directions, LayerNorm-ed over channels when ``out_norm``.
 
-    Returns (B, D, *spatial), or (B, *spatial, D) with ``channel_last``, in x's dtype.
+    Returns (B, D, *spatial), or (B, *spatial, D) with ``channel_last``, in x's dtype; with ``batch_second`` the
+    (B, D, *spatial) result is stored batch-second (:mod:`mambaeye.ops._layout`: written so by the out_norm, else
+    copied), for a following :func:`mambaeye.layers.pointwise.pointwise_linear` to run as one matrix product.
     ``force_fp32`` runs the scan on float32 copies of u, delta, B, C (VMamba v0 does; v2 "v05" does not).
     ``backend`` is passed to :func:`mambaeye.ops.selective_scan`. ``fused`` runs :func:`.fused.cross_scan_2d`
     instead of the explicit re-ordered copies; by default when the backend resolves to triton and the grid is
@@ -159,6 +163,9 @@ def cross_selective_scan(
     layouts (``sources=2``: one pass fewer forward and backward than the conv and then the layout move).
     """
     _check_inputs(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm_weight, out_norm_bias)
+    if batch_second and channel_last:
+        raise ValueError("cross_selective_scan: batch_second is a layout of the channel-first output; it cannot be "
+                         "combined with channel_last=True")
     if conv_weight is not None and x.dim() != 4:
         raise ValueError(f"conv_weight: the depthwise conv runs on 2D grids (B, D, H, W), got x of shape "
                          f"{tuple(x.shape)}")
@@ -191,7 +198,9 @@ def cross_selective_scan(
         y = cross_merge(ys.view(batch, k, dim, length), spatial)  # (B, D, *spatial)
     if out_norm and not channel_last:  # over dim 1 in place, written in x's dtype (no permuted copies)
         return layer_norm_channel_first(y, out_norm_weight, out_norm_bias, out_norm_eps, backend=resolved,
-                                        out_dtype=x.dtype)
+                                        out_dtype=x.dtype, batch_second=batch_second)
+    if batch_second:
+        return to_batch_second(y.to(x.dtype))
     if channel_last:
         y = y.movedim(1, -1)  # (B, *spatial, D)
     if out_norm:

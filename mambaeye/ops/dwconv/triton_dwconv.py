@@ -59,7 +59,8 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
     b = (offs_p // channels).to(tl.int64)
     c = offs_p % channels
     # (BLOCK_P, BLOCK_H, BLOCK_W) pointers to the centre tap; a tap (dh, dw) is the constant offset dh * W + dw
-    centre = x_ptr + (b * sx_b + c * sx_c)[:, None, None] + (offs_h * row_len)[None, :, None] + offs_w[None, None, :]
+    plane = b * sx_b + c.to(tl.int64) * sx_c  # int64: in a batch-second x the channel stride is the large one
+    centre = x_ptr + plane[:, None, None] + (offs_h * row_len)[None, :, None] + offs_w[None, None, :]
     acc = tl.zeros((BLOCK_P, BLOCK_H, BLOCK_W), dtype=DT)
     for kh in tl.static_range(K):
         hh = offs_h + (kh - K // 2)
@@ -90,13 +91,14 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
 
 @triton.jit
 def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels, n_blocks, batches_per_split, sx_b,
-                       sx_c, height: tl.constexpr, width: tl.constexpr, K: tl.constexpr, BLOCK_T: tl.constexpr,
-                       BLOCK_S: tl.constexpr, DT: tl.constexpr):
+                       sx_c, sdx_b, sdx_c, height: tl.constexpr, width: tl.constexpr, K: tl.constexpr,
+                       BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr, DT: tl.constexpr):
     """One channel, BLOCK_S positions of its plane (flattened), a slice of the batch. dx: the gradient loaded at
     each flipped tap's offset in turn (a static loop over the K * K taps), times that tap's weight. dweight: the
     taps are a tensor axis (padded to BLOCK_T); a (BLOCK_T, BLOCK_S) load of x at the taps' offsets, times the
     gradient, accumulates across the batch loop and is reduced once at the end. Offsets and zero-padding masks
-    depend only on the position and are computed once, outside the batch loop.
+    depend only on the position and are computed once, outside the batch loop. dpre is contiguous; x and dx have
+    any batch and channel strides (dx is written in x's layout, e.g. batch-second).
 
     dx was a (BLOCK_T, BLOCK_S) load summed over the taps axis too; the loop over taps loads 9 rows instead of 16
     padded ones and takes the batch loop from 362 to 257 SASS instructions at 56x56 (offline, sm_90); H100, batch
@@ -104,6 +106,7 @@ def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels
     pid = tl.program_id(0)
     split = tl.program_id(1)
     c = pid // n_blocks
+    c64 = c.to(tl.int64)  # the channel stride may be the large one (batch-second x)
     offs_s = (pid % n_blocks) * BLOCK_S + tl.arange(0, BLOCK_S)
     offs_t = tl.arange(0, BLOCK_T)
     dh = offs_t // K - K // 2
@@ -121,10 +124,10 @@ def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels
     b_start = split.to(tl.int64) * batches_per_split
     for i in range(0, tl.minimum(batches_per_split, batch - b_start)):
         b = b_start + i
-        plane = (b * channels + c) * (height * width)  # dpre and dx are contiguous (B, C, H, W)
+        plane = (b * channels + c) * (height * width)  # dpre is contiguous (B, C, H, W)
         g = tl.load(dpre_ptr + plane + offs_s, mask=s_ok, other=0.0).to(DT)
         dbias += g
-        xv = tl.load(x_ptr + b * sx_b + c * sx_c + shift, mask=x_ok, other=0.0).to(DT)
+        xv = tl.load(x_ptr + b * sx_b + c64 * sx_c + shift, mask=x_ok, other=0.0).to(DT)
         acc += xv * g[None, :]
         dxv = tl.zeros((BLOCK_S,), dtype=DT)
         for t in tl.static_range(K * K):  # dx: the taps one by one, so no sum across the threads' tap rows
@@ -132,7 +135,7 @@ def _dwconv_bwd_kernel(dpre_ptr, x_ptr, w_ptr, dx_ptr, part_ptr, batch, channels
             ok = s_ok & (row >= fh) & (row < height + fh) & (col >= fw) & (col < width + fw)
             gv = tl.load(dpre_ptr + plane + offs_s - (fh * width + fw), mask=ok, other=0.0).to(DT)
             dxv += gv * tl.load(w_ptr + c * (K * K) + t).to(DT)
-        tl.store(dx_ptr + plane + offs_s, dxv.to(dx_ptr.dtype.element_ty), mask=s_ok)
+        tl.store(dx_ptr + b * sdx_b + c64 * sdx_c + offs_s, dxv.to(dx_ptr.dtype.element_ty), mask=s_ok)
     part = part_ptr + ((split * channels + c).to(tl.int64) * n_blocks + pid % n_blocks) * (K * K + 1)
     tl.store(part + offs_t, tl.sum(acc, 1), mask=t_ok)
     tl.store(part + K * K, tl.sum(dbias, 0))
@@ -190,19 +193,21 @@ BWD_PROGRAMS = 8192  # the backward splits the batch until about this many progr
 
 def dwconv_bwd(dpre: Tensor, x: Tensor, weight: Tensor, has_bias: bool) -> tuple[Tensor, Tensor, Tensor | None]:
     """Gradients of the convolution (before the SiLU) from dpre, its incoming gradient (contiguous (B, C, H, W)):
-    (dx in x's dtype, dweight (C, 1, K, K) and dbias (C,) or None in float32 (float64 for float64 x))."""
+    (dx in x's dtype and layout (x's H, W contiguous), dweight (C, 1, K, K) and dbias (C,) or None in float32
+    (float64 for float64 x))."""
     batch, channels, height, width = x.shape
     k = weight.shape[-1]
     acc_dtype, DT = compute_dtype(x)
-    dx = torch.empty(batch, channels, height, width, device=x.device, dtype=x.dtype)
+    dx = torch.empty_like(x)  # x's batch and channel strides (dense: the forward read x in place)
     block_s = min(BWD_BLOCK_S, triton.next_power_of_2(height * width))
     n_blocks = triton.cdiv(height * width, block_s)
     batches_per_split = triton.cdiv(batch, min(batch, max(1, BWD_PROGRAMS // (channels * n_blocks))))
     splits = triton.cdiv(batch, batches_per_split)
     part = torch.empty(splits, channels, n_blocks, k * k + 1, device=x.device, dtype=acc_dtype)
     _dwconv_bwd_kernel[(channels * n_blocks, splits)](
-        dpre, x, weight, dx, part, batch, channels, n_blocks, batches_per_split, x.stride(0), x.stride(1),
-        height=height, width=width, K=k, BLOCK_T=triton.next_power_of_2(k * k), BLOCK_S=block_s, DT=DT, num_warps=4,
+        dpre, x, weight, dx, part, batch, channels, n_blocks, batches_per_split, x.stride(0), x.stride(1), dx.stride(0),
+        dx.stride(1), height=height, width=width, K=k, BLOCK_T=triton.next_power_of_2(k * k), BLOCK_S=block_s, DT=DT,
+        num_warps=4,
     )
     dweight = part[..., : k * k].sum((0, 2)).view(channels, 1, k, k)
     return dx, dweight, (part[..., k * k].sum((0, 2)) if has_bias else None)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._layout import batch_second_empty, is_batch_second, to_batch_second
 from ..selective_scan import _resolve_backend, _through_custom_op
 
 __all__ = ["add_layer_norm_channel_first", "add_layer_norm_channel_first_ref", "layer_norm_channel_first",
@@ -89,21 +90,23 @@ def add_layer_norm_channel_first_ref(x: Tensor, branch: Tensor, weight: Tensor |
 
 @torch.library.custom_op("mambaeye::layer_norm_channel_first_fwd", mutates_args=())
 def _ln_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, save_stats: bool,
-            out_dtype: torch.dtype, branch: Tensor | None, branch_bias: Tensor | None,
+            out_dtype: torch.dtype, branch: Tensor | None, branch_bias: Tensor | None, batch_second: bool,
             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     from .triton_norm import layer_norm_fwd
 
-    y, mean, rstd, s = layer_norm_fwd(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias)
+    y, mean, rstd, s = layer_norm_fwd(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias, batch_second)
     return y, mean, rstd, s if s is not None else x.new_empty(0)
 
 
 @_ln_fwd.register_fake
-def _ln_fwd_fake(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias):
+def _ln_fwd_fake(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias, batch_second):
     shape = (x.shape[0], x.shape[2]) if save_stats else (0,)
     s_dtype = x.dtype if branch is None else torch.promote_types(x.dtype, branch.dtype)
     cdt = _compute_dtype(s_dtype)
     s = torch.empty_like(x, dtype=s_dtype) if branch is not None else x.new_empty(0)
-    return torch.empty_like(x, dtype=out_dtype), x.new_empty(shape, dtype=cdt), x.new_empty(shape, dtype=cdt), s
+    y = (batch_second_empty(x.shape, dtype=out_dtype, device=x.device) if batch_second
+         else torch.empty_like(x, dtype=out_dtype))
+    return y, x.new_empty(shape, dtype=cdt), x.new_empty(shape, dtype=cdt), s
 
 
 @torch.library.custom_op("mambaeye::layer_norm_channel_first_bwd", mutates_args=())
@@ -125,7 +128,7 @@ def _ln_bwd_fake(dy, x, weight, bias, mean, rstd, ds, branch_dtype, branch_bias)
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias = inputs
+    x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias, _ = inputs
     ctx.has_branch = branch is not None
     ctx.branch_dtype = branch.dtype if branch is not None else None
     normed = output[3] if branch is not None else x
@@ -151,7 +154,7 @@ def _backward(ctx, dy, _dmean, _drstd, ds, bwd=None):
     rows = iter(sums)  # the gradients of the parameters given, in this order
     dw, db, drb = (next(rows).to(t.dtype) if t is not None else None for t in (weight, bias, branch_bias))
     dbranch = (dr if dr is not None and dr.numel() else dx) if ctx.has_branch else None
-    return dx, dw, db, None, None, None, dbranch, drb
+    return dx, dw, db, None, None, None, dbranch, drb, None
 
 
 _ln_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -161,12 +164,13 @@ class _LayerNormFunction(torch.autograd.Function):
     """Eager path without the dispatcher's per-call host cost (see selective_scan's _ScanFunction)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias):
+    def forward(ctx, x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias, batch_second):
         from .triton_norm import layer_norm_fwd
 
-        y, mean, rstd, s = layer_norm_fwd(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias)
+        y, mean, rstd, s = layer_norm_fwd(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias,
+                                          batch_second)
         output = (y, mean, rstd, s if s is not None else x.new_empty(0))
-        _setup_context(ctx, (x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias), output)
+        _setup_context(ctx, (x, weight, bias, eps, save_stats, out_dtype, branch, branch_bias, batch_second), output)
         ctx.mark_non_differentiable(*output[1:3], *(() if s is not None else output[3:]))
         ctx.set_materialize_grads(False)
         return output
@@ -227,8 +231,10 @@ def _check_out_dtype(out_dtype, op: str) -> None:
 
 
 def _triton_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, out_dtype: torch.dtype,
-                 branch: Tensor | None = None, branch_bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-    """(y, s) of the triton backend on (B, C, *S) inputs (checked), s None without a branch."""
+                 branch: Tensor | None = None, branch_bias: Tensor | None = None, batch_second: bool = False,
+                 ) -> tuple[Tensor, Tensor | None]:
+    """(y, s) of the triton backend on (B, C, *S) inputs (checked), s None without a branch; y stored batch-second
+    when ``batch_second``."""
     x3 = _as_bcl(x)
     b3 = _as_bcl(branch) if branch is not None else None
     save_stats = torch.is_grad_enabled() and any(
@@ -236,12 +242,13 @@ def _triton_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: flo
     norm = _ln_fwd if _through_custom_op(x3) else _LayerNormFunction.apply
     y, _, _, s = norm(x3, weight.contiguous() if weight is not None else None,
                       bias.contiguous() if bias is not None else None, float(eps), save_stats, out_dtype, b3,
-                      branch_bias.contiguous() if branch_bias is not None else None)
+                      branch_bias.contiguous() if branch_bias is not None else None, batch_second)
     return y.view(x.shape), s.view(x.shape) if branch is not None else None
 
 
 def layer_norm_channel_first(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
-                             eps: float = 1e-5, backend: str = "auto", out_dtype: torch.dtype | None = None) -> Tensor:
+                             eps: float = 1e-5, backend: str = "auto", out_dtype: torch.dtype | None = None,
+                             batch_second: bool = False) -> Tensor:
     """LayerNorm over dim 1 of x (B, C, *S) (S: any number of spatial dimensions, none included).
 
     x float64/float32/float16/bfloat16; weight, bias (C,) or None, in any of those dtypes (all computed in float32,
@@ -252,14 +259,17 @@ def layer_norm_channel_first(x: Tensor, weight: Tensor | None = None, bias: Tens
     The triton backend reads x in place when its spatial dimensions are contiguous (the flattened L has stride 1;
     batch and channel strides are free, so channel-sliced views are not copied); otherwise (e.g. channels_last
     storage) it calls ``x.contiguous()`` first. y is dense: x's strides when x is dense with contiguous spatial
-    dimensions, else the same order of dimensions.
+    dimensions, else the same order of dimensions. ``batch_second``: y is stored batch-second instead, whatever x's
+    layout (:mod:`mambaeye.ops._layout`; the triton backend writes it so, the others copy - as they do for a
+    batch-second x, so that the layout carries through a model on any backend).
     ``backend``: "auto", "triton", "torch" or "naive" (see the module docstring).
     """
     _check_inputs(x, weight, bias)
     _check_out_dtype(out_dtype, "layer_norm_channel_first")
     if _resolve_backend(backend, x) != "triton" or x.numel() == 0:
-        return layer_norm_channel_first_ref(x, weight, bias, eps, out_dtype)
-    return _triton_norm(x, weight, bias, eps, out_dtype or x.dtype)[0]
+        y = layer_norm_channel_first_ref(x, weight, bias, eps, out_dtype)
+        return to_batch_second(y) if batch_second or is_batch_second(x) else y
+    return _triton_norm(x, weight, bias, eps, out_dtype or x.dtype, batch_second=batch_second)[0]
 
 
 def add_layer_norm_channel_first(x: Tensor, branch: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
@@ -285,7 +295,8 @@ def add_layer_norm_channel_first(x: Tensor, branch: Tensor, weight: Tensor | Non
     _check_inputs(x, weight, bias, branch, branch_bias, op=op)
     _check_out_dtype(out_dtype, op)
     if _resolve_backend(backend, x) != "triton" or x.numel() == 0:
-        return add_layer_norm_channel_first_ref(x, branch, weight, bias, eps, branch_bias, out_dtype)
+        s, y = add_layer_norm_channel_first_ref(x, branch, weight, bias, eps, branch_bias, out_dtype)
+        return (s, to_batch_second(y)) if is_batch_second(x) else (s, y)
     s_dtype = torch.promote_types(x.dtype, branch.dtype)
     y, s = _triton_norm(x, weight, bias, eps, out_dtype or s_dtype, branch, branch_bias)
     return s, y

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._layout import strides_by_vector
+from .._layout import batch_second_empty, strides_by_vector
 from ..selective_scan.triton_scan import compute_dtype
 
 
@@ -128,19 +128,23 @@ def _config(dim: int, length: int) -> tuple[int, int, int, int]:
 
 def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, save_stats: bool,
                    out_dtype: torch.dtype | None = None, branch: Tensor | None = None,
-                   branch_bias: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+                   branch_bias: Tensor | None = None, batch_second: bool = False,
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """x (B, C, L) with L contiguous -> (y, mean, rstd, s).
 
     Without ``branch``, s is None and x is normalised. With ``branch`` (B, C, L), L contiguous, s = x + branch
     (+ ``branch_bias`` (C,) per channel) is written in ``torch.promote_types(x.dtype, branch.dtype)`` and s is
     normalised (as stored: rounded to its dtype). y (B, C, L) in out_dtype (default: the normalised tensor's dtype)
-    and, when x is dense, x's layout; mean, rstd (B, L) float32 (float64 for float64 x) when ``save_stats``, else
+    and, when x is dense, x's layout (stored batch-second with ``batch_second``, whatever x's layout:
+    :mod:`mambaeye.ops._layout`); mean, rstd (B, L) float32 (float64 for float64 x) when ``save_stats``, else
     empty (0,) tensors. Statistics and arithmetic in float32 (float64 when x or branch is float64)."""
     batch, dim, length = x.shape
     s = None if branch is None else torch.empty_like(x, dtype=torch.promote_types(x.dtype, branch.dtype))
     normed = x if s is None else s
     acc_dtype, DT = compute_dtype(normed)
-    y = torch.empty_like(x, dtype=out_dtype or normed.dtype)
+    y_dtype = out_dtype or normed.dtype
+    y = (batch_second_empty(x.shape, dtype=y_dtype, device=x.device) if batch_second
+         else torch.empty_like(x, dtype=y_dtype))
     stats_shape = (batch, length) if save_stats else (0,)
     mean = torch.empty(stats_shape, device=x.device, dtype=acc_dtype)
     rstd = torch.empty(stats_shape, device=x.device, dtype=acc_dtype)

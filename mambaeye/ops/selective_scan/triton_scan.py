@@ -820,9 +820,9 @@ def _launch_config(batch: int, dim: int, B: Tensor, C: Tensor, dstate: int, leng
     From benchmarks/scan_sweep.py on an H100 (tables in benchmarks/NOTES.md): small tiles and one warp win - more
     programs in flight hide the latency of the sequential loop, and the backward's larger live set does not
     spill. The backward takes 8 channels; between MIN_PROGRAMS and 2048 programs of 8 it narrows them to 4
-    (long_1d). The forward at N >= 8 takes 16 channels (a warp's tile of 2048 elements: 64 a thread) unless that alone would
-    drop it below MIN_PROGRAMS and split the sequence; then 8 channels and, when it saves no states, 16 steps (the
-    same 2048 elements). Forward without saved states (ms): vim_ti_224 0.153 -> 0.130 (16
+    (long_1d). The forward at N >= 8 takes 16 channels (a warp's tile of 2048 elements: 64 a thread) unless that
+    alone would drop it below MIN_PROGRAMS and split the sequence; then 8 channels and, when it saves no states,
+    16 steps (the same 2048 elements). Forward without saved states (ms): vim_ti_224 0.153 -> 0.130 (16
     channels), vmamba_v0_stage1 1.024 -> 0.780 (16 channels), long_1d 0.776 -> 0.696 (8 x 16 steps; 16
     channels would split it: 0.863), vim_ti_1248 0.525 -> 0.454 (split either way). With too few programs
     (long sequences at small batch: below MIN_PROGRAMS) forward and backward split the sequence
