@@ -99,6 +99,11 @@ def test_model_step_times_a_model_on_cpu(capsys):
         assert ms > 0 and "img/s (eager)" in line
     with pytest.raises(SystemExit):
         model_step.main(["not_a_model", "--device", "cpu"])
+    assert model_step.main([*argv, "--modes", "infer", "--kwarg", "batch_second=False"]) == 0
+    assert capsys.readouterr().out.startswith("vmamba_tiny batch_second=False infer 32²")
+    for bad in ("batch_second", "batch_second=yes please", "2x=1"):
+        with pytest.raises(SystemExit):
+            model_step.main([*argv, "--kwarg", bad])
 
 
 @pytest.mark.skipif("triton" not in available_backends("cpu"), reason="triton is not installed")
