@@ -38,7 +38,9 @@ kernels (:mod:`mambaeye.ops.cross_scan.fused`) instead of writing re-ordered cop
 explicit PyTorch cross-scan/merge reference. With the triton backend in 2D the depthwise conv and its SiLU are
 also one kernel (:mod:`mambaeye.ops.dwconv`), reading ``conv2d``'s parameters without calling the module (its
 hooks do not fire there); with 4 fused directions that kernel writes the scan's row- and column-major layouts
-itself (``cross_selective_scan(..., conv_weight=...)``).
+itself (``cross_selective_scan(..., conv_weight=...)``). Channel-first, in_proj and out_proj are
+:func:`mambaeye.layers.pointwise.pointwise_linear`: on a map stored batch-second (how VSSM stores its maps) each is
+one matrix product, and the output keeps that layout.
 """
 
 from __future__ import annotations
