@@ -55,16 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(suite="model_step", device=a.device, dtypes=[a.dtype], toy=a.device != "cuda",
                   out_dir=Path(tempfile.gettempdir()), warmup=a.warmup, repeats=a.repeats, cuda_graphs=graphs)
     failed = False
+    label = " ".join([a.model, *a.kwarg])
     for mode in a.modes:
         row = measure(ctx, lambda: create_mambaeye(a.model, **kwargs), a.batch, a.size, a.dtype, mode, {})
         timing = "CUDA-graph replays" if graphs else "eager"
         if row["status"] != "ok":
             failed = True
-            print(f"{a.model} {' '.join(a.kwarg)} {mode} {a.size}² batch {a.batch} {a.dtype}: {row['status']}",
-                  flush=True)
+            print(f"{label} {mode} {a.size}² batch {a.batch} {a.dtype}: {row['status']}", flush=True)
             continue
         peak = f", peak {row['peak_mib']:.0f} MiB" if row["peak_mib"] is not None else ""
-        label = " ".join([a.model, *a.kwarg])
         print(f"{label} {mode} {a.size}² batch {a.batch} {a.dtype} on {ctx.env['card']}: "
               f"{row['ms']:.3f} ms, {row['img_per_s']:.1f} img/s ({timing}{peak})", flush=True)
     return 1 if failed else 0

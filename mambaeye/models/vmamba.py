@@ -158,16 +158,22 @@ class PatchMerging2D(nn.Module):
         return self.reduction(self.norm(x))
 
 
-def _norm(dim: int, channel_first: bool, residual: bool = False) -> nn.Module:
-    """``residual``: the norm's output starts a residual stream (float32 under autocast, see LayerNorm2d)."""
-    return LayerNorm2d(dim, autocast_output=not residual) if channel_first else nn.LayerNorm(dim)
+def _norm(dim: int, channel_first: bool, residual: bool = False, batch_second: bool = False) -> nn.Module:
+    """``residual``: the norm's output starts a residual stream (float32 under autocast, see LayerNorm2d);
+    ``batch_second`` (channel-first): it writes that stream batch-second."""
+    if channel_first:
+        return LayerNorm2d(dim, autocast_output=not residual, batch_second=batch_second)
+    return nn.LayerNorm(dim)
 
 
-def _make_stem(version: str, in_chans: int, dim: int, channel_first: bool) -> nn.Sequential:
-    """Official index layout: "v1" conv 4x4 s4 at 0, norm at 2; "v2" convs at 0 and 5, norms at 2 and 7."""
+def _make_stem(version: str, in_chans: int, dim: int, channel_first: bool, batch_second: bool = False,
+               ) -> nn.Sequential:
+    """Official index layout: "v1" conv 4x4 s4 at 0, norm at 2; "v2" convs at 0 and 5, norms at 2 and 7.
+    ``batch_second``: the last norm writes its map batch-second."""
     to_last = nn.Identity() if channel_first else Permute(0, 2, 3, 1)
+    last_norm = _norm(dim, channel_first, residual=True, batch_second=batch_second)
     if version == "v1":
-        return nn.Sequential(nn.Conv2d(in_chans, dim, 4, 4), to_last, _norm(dim, channel_first, residual=True))
+        return nn.Sequential(nn.Conv2d(in_chans, dim, 4, 4), to_last, last_norm)
     if version == "v2":
         return nn.Sequential(
             nn.Conv2d(in_chans, dim // 2, 3, 2, 1),
@@ -177,13 +183,15 @@ def _make_stem(version: str, in_chans: int, dim: int, channel_first: bool) -> nn
             nn.GELU(),
             nn.Conv2d(dim // 2, dim, 3, 2, 1),
             to_last,
-            _norm(dim, channel_first, residual=True),
+            last_norm,
         )
     raise ValueError(f"patchembed_version must be 'v1' or 'v2', got {version!r}")
 
 
-def _make_downsample(version: str, dim: int, out_dim: int, channel_first: bool) -> nn.Module:
-    """"v1": PatchMerging; "v3": conv3x3 s2 at index 1, norm at 3 (official layout)."""
+def _make_downsample(version: str, dim: int, out_dim: int, channel_first: bool, batch_second: bool = False,
+                     ) -> nn.Module:
+    """"v1": PatchMerging; "v3": conv3x3 s2 at index 1, norm at 3 (official layout), which with ``batch_second``
+    writes its map batch-second."""
     if version == "v1":
         return PatchMerging2D(dim, out_dim, channel_first)
     if version == "v3":
@@ -191,7 +199,7 @@ def _make_downsample(version: str, dim: int, out_dim: int, channel_first: bool) 
             nn.Identity() if channel_first else Permute(0, 3, 1, 2),
             nn.Conv2d(dim, out_dim, 3, 2, 1),
             nn.Identity() if channel_first else Permute(0, 2, 3, 1),
-            _norm(out_dim, channel_first, residual=True),
+            _norm(out_dim, channel_first, residual=True, batch_second=batch_second),
         )
     raise ValueError(f"downsample_version must be 'v1' or 'v3', got {version!r}")
 
@@ -359,7 +367,8 @@ class VSSM(nn.Module):
         self.num_features = self.head_hidden_size = dims[-1]
         self.reduction = 4 * 2 ** (len(depths) - 1)
 
-        self.patch_embed = _make_stem(patchembed_version, in_chans, dims[0], channel_first)
+        self.batch_second = batch_second  # the norms that start each residual stream write it so; the blocks keep it
+        self.patch_embed = _make_stem(patchembed_version, in_chans, dims[0], channel_first, batch_second)
         ssm = dict(d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, d_conv=d_conv, conv_bias=conv_bias,
                    with_z=with_z, force_fp32=force_fp32, backend=backend)
         dpr = drop_path_rates(drop_path_rate, sum(depths))
@@ -369,14 +378,10 @@ class VSSM(nn.Module):
             blocks = [VSSBlock(dims[i], dpr[start + j], mlp_ratio, mlp_drop_rate, channel_first, **ssm)
                       for j in range(depth)]
             last = i == len(depths) - 1
-            down = nn.Identity() if last else _make_downsample(downsample_version, dims[i], dims[i + 1], channel_first)
+            down = nn.Identity() if last else _make_downsample(downsample_version, dims[i], dims[i + 1], channel_first,
+                                                               batch_second)
             self.layers.append(VSSStage(blocks, down))
         self.classifier = ClassifierHead(dims[-1], num_classes, drop_rate, channel_first)
-        self.batch_second = batch_second
-        if batch_second:  # the norms that start each residual stream write it batch-second; the blocks keep it
-            for entry in (self.patch_embed, *(stage.downsample for stage in self.layers)):
-                if isinstance(entry, nn.Sequential) and isinstance(entry[-1], LayerNorm2d):
-                    entry[-1].batch_second = True
         self.feature_info = [dict(num_chs=dims[i], reduction=4 * 2**i, module=f"layers.{i}")
                              for i in range(len(depths))]
         self.init_weights()

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layout import batch_second_empty, is_batch_second, to_batch_second
+from .._layout import empty_like, is_batch_second, to_batch_second
 from ..selective_scan import _resolve_backend, _through_custom_op
 
 __all__ = ["add_layer_norm_channel_first", "add_layer_norm_channel_first_ref", "layer_norm_channel_first",
@@ -104,9 +104,7 @@ def _ln_fwd_fake(x, weight, bias, eps, save_stats, out_dtype, branch, branch_bia
     s_dtype = x.dtype if branch is None else torch.promote_types(x.dtype, branch.dtype)
     cdt = _compute_dtype(s_dtype)
     s = torch.empty_like(x, dtype=s_dtype) if branch is not None else x.new_empty(0)
-    y = (batch_second_empty(x.shape, dtype=out_dtype, device=x.device) if batch_second
-         else torch.empty_like(x, dtype=out_dtype))
-    return y, x.new_empty(shape, dtype=cdt), x.new_empty(shape, dtype=cdt), s
+    return empty_like(x, out_dtype, batch_second), x.new_empty(shape, dtype=cdt), x.new_empty(shape, dtype=cdt), s
 
 
 @torch.library.custom_op("mambaeye::layer_norm_channel_first_bwd", mutates_args=())

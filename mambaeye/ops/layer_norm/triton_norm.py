@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._layout import batch_second_empty, strides_by_vector
+from .._layout import empty_like, strides_by_vector
 from ..selective_scan.triton_scan import compute_dtype
 
 
@@ -142,9 +142,7 @@ def layer_norm_fwd(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: f
     s = None if branch is None else torch.empty_like(x, dtype=torch.promote_types(x.dtype, branch.dtype))
     normed = x if s is None else s
     acc_dtype, DT = compute_dtype(normed)
-    y_dtype = out_dtype or normed.dtype
-    y = (batch_second_empty(x.shape, dtype=y_dtype, device=x.device) if batch_second
-         else torch.empty_like(x, dtype=y_dtype))
+    y = empty_like(x, out_dtype or normed.dtype, batch_second)
     stats_shape = (batch, length) if save_stats else (0,)
     mean = torch.empty(stats_shape, device=x.device, dtype=acc_dtype)
     rstd = torch.empty(stats_shape, device=x.device, dtype=acc_dtype)
