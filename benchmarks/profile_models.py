@@ -6,7 +6,8 @@
 
 Cases (bf16 autocast, random inputs): vim_ti_1248 (inference, batch 8, 1248²), vim_ti_224_train (batch 128,
 forward + backward), vmamba_t_224 (inference, batch 128), vmamba_t_224_train, and the SS2D layer alone at
-benchmarks/ss2d.py's shapes (``ss2d_<case>``, ``ss2d_<case>_train``; batch 128, channel-first). Prints, per
+benchmarks/ss2d.py's shapes (``ss2d_<case>``, ``ss2d_<case>_train``; batch 128, channel-first; its input stored
+batch-second, as VMamba's blocks see it, with ``--batch-second``). Prints, per
 case, the median step time and the kernels sorted by total CUDA time, so the next optimisation is chosen from
 a measurement.
 """
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from mambaeye import create_model
 from mambaeye.layers import SS2D
+from mambaeye.ops._layout import to_batch_second
 
 try:  # run as `python benchmarks/profile_models.py`: benchmarks/ is on sys.path
     from ss2d import CASES as SS2D_CASES
@@ -43,20 +45,22 @@ for _case in SS2D_CASES:
     CASES[f"ss2d_{_case}_train"] = ("ss2d", _case, 128, True)
 
 
-def _make_module(model_name: str, size, batch: int):
-    """(module, input) of a case: a model on images, or an SS2D layer on a channel-first map."""
+def _make_module(model_name: str, size, batch: int, batch_second: bool = False):
+    """(module, input) of a case: a model on images, or an SS2D layer on a channel-first map (stored batch-second
+    with ``batch_second``: mambaeye.ops._layout)."""
     if model_name == "ss2d":
         kwargs, side, _ = SS2D_CASES[size]
         layer = SS2D(**kwargs, channel_first=True).cuda()
-        return layer, torch.randn(batch, kwargs["d_model"], side, side, device="cuda", requires_grad=True)
+        x = torch.randn(batch, kwargs["d_model"], side, side, device="cuda")
+        return layer, (to_batch_second(x) if batch_second else x).requires_grad_()
     name, _, layout = model_name.partition(":")
     extra = dict(channel_first=False) if layout == "cl" else {}
     return create_model(name, img_size=size, **extra).cuda(), torch.randn(batch, 3, size, size, device="cuda")
 
 
-def make_step(name: str, compile_mode: str | None = None):
+def make_step(name: str, compile_mode: str | None = None, batch_second: bool = False):
     model_name, size, batch, train = CASES[name]
-    model, x = _make_module(model_name, size, batch)
+    model, x = _make_module(model_name, size, batch, batch_second)
     model.train(train)
     # inference times the models' forward_features (no head); the SS2D layer and training the whole forward
     forward = model.forward_features if model_name != "ss2d" and not train else model.forward
@@ -89,8 +93,9 @@ def _op_table(prof, rows: int) -> str:
     return "\n".join(lines)
 
 
-def profile(name: str, rows: int, compile_mode: str | None = None, ops: bool = False) -> None:
-    step, batch = make_step(name, compile_mode)
+def profile(name: str, rows: int, compile_mode: str | None = None, ops: bool = False,
+            batch_second: bool = False) -> None:
+    step, batch = make_step(name, compile_mode, batch_second)
     for _ in range(3):  # with --compile the first call compiles
         step()
     torch.cuda.synchronize()
@@ -120,10 +125,11 @@ def main() -> None:
     p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                    help="torch.compile the model with this mode first")
     p.add_argument("--ops", action="store_true", help="also list the aten ops (with input shapes) by GPU time")
+    p.add_argument("--batch-second", action="store_true", help="the SS2D cases' input stored batch-second")
     args = p.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
     for name in args.cases:
-        profile(name, args.rows, args.compile, args.ops)
+        profile(name, args.rows, args.compile, args.ops, args.batch_second)
         torch.cuda.empty_cache()
 
 
