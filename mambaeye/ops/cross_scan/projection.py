@@ -10,9 +10,9 @@
 the weight gradients reduced per (batch, sequence) before the sum over the batch (einsum's one GEMM whose reduction
 runs over all B*L positions picks a slow kernel: 9 ms on an H100 at VMamba-T's first stage, benchmarks/NOTES.md).
 
-For float16 / bfloat16 on CUDA with Triton the forward is one Triton kernel (:mod:`.triton_projection`: src read
-once, delta written once, x_dbl never read back) and the backward the matmuls autograd would run, with the weight
-gradients summed over the batch in float32:
+For float16 / bfloat16 on CUDA with Triton, forward and backward are Triton kernels (:mod:`.triton_projection`:
+the forward reads src once, writes delta once and never reads x_dbl back; the backward is one kernel for the data
+gradient and one for the weights', whose sums over batch and positions are float32):
 
     g = d x_dbl, plus Wdt[k]^T @ d delta_k in its first R rows;   d Wdt[k] = sum_b d delta_k @ x_dbl[b, k, :R]^T
     d src[b, s] = sum_{k reads s} Wx[k]^T @ g[b, k];              d Wx[k] = sum_b g[b, k] @ src[b, k // J]^T
@@ -62,28 +62,35 @@ def _fwd_fake(src, x_proj_weight, dt_projs_weight):
     return src.new_empty(batch, k * dim, length), src.new_empty(batch, k, rows, length)
 
 
+@torch.library.custom_op("mambaeye::direction_projections_bwd", mutates_args=())
+def _bwd(ddelta: Tensor, dx_dbl: Tensor | None, src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor,
+         x_dbl: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    from .triton_projection import projections_bwd
+
+    return projections_bwd(ddelta, dx_dbl, src, x_proj_weight, dt_projs_weight, x_dbl)
+
+
+@_bwd.register_fake
+def _bwd_fake(ddelta, dx_dbl, src, x_proj_weight, dt_projs_weight, x_dbl):
+    return (src.new_empty(src.shape), x_proj_weight.new_empty(x_proj_weight.shape, dtype=torch.float32),
+            dt_projs_weight.new_empty(dt_projs_weight.shape, dtype=torch.float32))
+
+
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*inputs, output[1])
 
 
-def _backward(ctx, ddelta, dx_dbl):
+def _backward(ctx, ddelta, dx_dbl, bwd=None):
+    """``bwd``: the custom op (what torch.compile traces) or the launcher itself (eager)."""
     src, x_proj_weight, dt_projs_weight, x_dbl = ctx.saved_tensors
-    batch, n_src, dim, length = src.shape
-    k, rows, _ = x_proj_weight.shape
-    rank = dt_projs_weight.shape[2]
-    dtype = src.dtype
-    g = torch.zeros_like(x_dbl) if dx_dbl is None else dx_dbl.to(dtype).reshape(batch, k, rows, length)
+    batch, _, dim, length = src.shape
+    k = x_proj_weight.shape[0]
     if ddelta is None:
-        d_dt = torch.zeros_like(dt_projs_weight, dtype=torch.float32)
-    else:
-        ddelta = ddelta.to(dtype).reshape(batch, k, dim, length)  # the custom op may get a non-contiguous one
-        ddts = torch.matmul(dt_projs_weight.to(dtype).transpose(1, 2), ddelta)  # (B, K, R, L)
-        g = torch.cat([g[:, :, :rank] + ddts, g[:, :, rank:]], dim=2)
-        d_dt = torch.matmul(ddelta, x_dbl[:, :, :rank].transpose(2, 3)).sum(0, dtype=torch.float32)  # (K, D, R)
-    g = g.view(batch, n_src, k // n_src * rows, length)
-    w = x_proj_weight.to(dtype).reshape(n_src, k // n_src * rows, dim)
-    dsrc = torch.matmul(w.transpose(1, 2), g)  # (B, S, D, L)
-    d_x = torch.matmul(g, src.transpose(2, 3)).sum(0, dtype=torch.float32).view(k, rows, dim)
+        ddelta = x_dbl.new_zeros(batch, k * dim, length)
+    ddelta = ddelta.to(src.dtype).reshape(batch, k * dim, length).contiguous()  # may arrive non-contiguous
+    if dx_dbl is not None:
+        dx_dbl = dx_dbl.to(src.dtype).contiguous()
+    dsrc, d_x, d_dt = (bwd or _bwd)(ddelta, dx_dbl, src, x_proj_weight, dt_projs_weight, x_dbl)
     return dsrc, d_x.to(x_proj_weight.dtype), d_dt.to(dt_projs_weight.dtype)
 
 
@@ -104,7 +111,9 @@ class _ProjectionsFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, ddelta, dx_dbl):
-        return _backward(ctx, ddelta, dx_dbl)
+        from .triton_projection import projections_bwd
+
+        return _backward(ctx, ddelta, dx_dbl, bwd=projections_bwd)
 
 
 def _use_kernel(src: Tensor) -> bool:

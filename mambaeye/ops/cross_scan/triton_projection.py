@@ -111,3 +111,153 @@ def projections_fwd(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor)
         BLOCK_P=block_p, num_warps=4,
     )
     return delta, x_dbl
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backward. g = d x_dbl (+ Wdt^T d delta in the dt rows) is (B, K, P, L), as small as x_dbl; two kernels:
+# - the data gradient, parallel over positions like the forward: g for each direction of a source (d delta read
+#   once, reduced over D in registers), stored for the second kernel, then dsrc = sum_j Wx[k_j]^T @ g_j;
+# - the weight gradients, parallel over channel blocks: each program sums d delta_k @ dts_k^T and g_k @ src^T over
+#   a chunk of (batch, position block) pairs in registers and stores one partial per chunk (summed after it:
+#   deterministic, no atomics).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _direction_grad(dxdbl_ptr, ddelta_ptr, wdt_ptr, g_ptr, k, offs_p, offs_l, p_mask, l_mask, dim, rank, rows,
+                    length, HAS_DXDBL: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                    BLOCK_P: tl.constexpr):
+    """g[k] = dx_dbl[k] + Wdt[k]^T @ ddelta[k*D:(k+1)*D] for one batch element and position block (the pointers
+    point at the element), stored in g's dtype and returned so."""
+    tile = (k * rows + offs_p)[:, None] * length + offs_l[None, :]
+    mask = p_mask[:, None] & l_mask[None, :]
+    if HAS_DXDBL:
+        acc = tl.load(dxdbl_ptr + tile, mask=mask, other=0.0).to(tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_P, BLOCK_L), dtype=tl.float32)
+    for d0 in range(0, dim, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        d_mask = offs_d < dim
+        dd = tl.load(ddelta_ptr + (k * dim + offs_d).to(tl.int64)[:, None] * length + offs_l[None, :],
+                     mask=d_mask[:, None] & l_mask[None, :], other=0.0)  # (BLOCK_D, BLOCK_L)
+        w = tl.load(wdt_ptr + (k * dim + offs_d)[None, :] * rank + offs_p[:, None],
+                    mask=(offs_p < rank)[:, None] & d_mask[None, :], other=0.0).to(dd.dtype)  # (BLOCK_P, BLOCK_D)
+        acc = tl.dot(w, dd, acc)
+    g = acc.to(g_ptr.dtype.element_ty)
+    tl.store(g_ptr + tile, g, mask=mask)
+    return g
+
+
+@triton.jit
+def _projections_bwd_data_kernel(ddelta_ptr, dxdbl_ptr, wx_ptr, wdt_ptr, g_ptr, dsrc_ptr, dim, rank, rows, length,
+                                 n_lblocks, n_dirs, n_src, HAS_DXDBL: tl.constexpr, J: tl.constexpr,
+                                 BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Program (b * n_lblocks + l-block, source s). ddelta (B, K*D, L), dx_dbl and g (B, K, P, L), dsrc (B, S, D,
+    L), all contiguous."""
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    b = (pid // n_lblocks).to(tl.int64)
+    offs_l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_p = tl.arange(0, BLOCK_P)
+    l_mask = offs_l < length
+    p_mask = offs_p < rows
+    k0 = s * J
+    per_b = n_dirs * rows * length  # g's and dx_dbl's batch stride
+    ddelta = ddelta_ptr + b * n_dirs * dim * length
+    g0 = _direction_grad(dxdbl_ptr + b * per_b, ddelta, wdt_ptr, g_ptr + b * per_b, k0, offs_p, offs_l, p_mask,
+                         l_mask, dim, rank, rows, length, HAS_DXDBL, BLOCK_D, BLOCK_L, BLOCK_P)
+    g1 = g0
+    if J == 2:
+        g1 = _direction_grad(dxdbl_ptr + b * per_b, ddelta, wdt_ptr, g_ptr + b * per_b, k0 + 1, offs_p, offs_l,
+                             p_mask, l_mask, dim, rank, rows, length, HAS_DXDBL, BLOCK_D, BLOCK_L, BLOCK_P)
+    dsrc = dsrc_ptr + (b * n_src + s) * dim * length
+    for d0 in range(0, dim, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        d_mask = offs_d < dim
+        wmask = d_mask[:, None] & p_mask[None, :]
+        w = tl.load(wx_ptr + (k0 * rows + offs_p)[None, :] * dim + offs_d[:, None], mask=wmask, other=0.0)
+        acc = tl.dot(w.to(g0.dtype), g0)  # (BLOCK_D, BLOCK_L): Wx[k0]^T @ g0
+        if J == 2:
+            w = tl.load(wx_ptr + ((k0 + 1) * rows + offs_p)[None, :] * dim + offs_d[:, None], mask=wmask, other=0.0)
+            acc = tl.dot(w.to(g1.dtype), g1, acc)
+        tl.store(dsrc + offs_d.to(tl.int64)[:, None] * length + offs_l[None, :], acc.to(dsrc_ptr.dtype.element_ty),
+                 mask=d_mask[:, None] & l_mask[None, :])
+
+
+@triton.jit
+def _projections_bwd_weight_kernel(ddelta_ptr, g_ptr, xdbl_ptr, src_ptr, dwx_ptr, dwdt_ptr, dim, rank, rows,
+                                   length, n_lblocks, n_dirs, items_per_chunk, n_items, ss_b, ss_s, ss_d,
+                                   J: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                                   BLOCK_P: tl.constexpr):
+    """Program (channel block, direction k, chunk). Items are (batch, position block) pairs, item i = b * n_lblocks
+    + l-block; the chunk's items' sums d delta_k @ dts_k^T (D-block, R) and g_k @ src_s^T (P, D-block) go to row
+    ``chunk`` of the float32 partials dwdt (chunks, K, D, R) and dwx (chunks, K, P, D)."""
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    k = tl.program_id(1)
+    chunk = tl.program_id(2)
+    s = k // J
+    offs_p = tl.arange(0, BLOCK_P)
+    d_mask = offs_d < dim
+    p_mask = offs_p < rows
+    r_mask = offs_p < rank
+    acc_x = tl.zeros((BLOCK_P, BLOCK_D), dtype=tl.float32)
+    acc_dt = tl.zeros((BLOCK_D, BLOCK_P), dtype=tl.float32)
+    first = chunk * items_per_chunk
+    for i in range(first, tl.minimum(first + items_per_chunk, n_items)):
+        b = (i // n_lblocks).to(tl.int64)
+        offs_l = (i % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)
+        l_mask = offs_l < length
+        dl_mask = d_mask[:, None] & l_mask[None, :]
+        pl = (b * n_dirs + k) * rows * length + offs_p[:, None] * length + offs_l[None, :]
+        g = tl.load(g_ptr + pl, mask=p_mask[:, None] & l_mask[None, :], other=0.0)  # (BLOCK_P, BLOCK_L)
+        dts = tl.load(xdbl_ptr + pl, mask=r_mask[:, None] & l_mask[None, :], other=0.0)
+        x = tl.load(src_ptr + b * ss_b + s * ss_s + offs_d.to(tl.int64)[:, None] * ss_d + offs_l[None, :],
+                    mask=dl_mask, other=0.0)  # (BLOCK_D, BLOCK_L)
+        dd = tl.load(ddelta_ptr + (b * n_dirs + k) * dim * length + offs_d[:, None] * length + offs_l[None, :],
+                     mask=dl_mask, other=0.0)
+        acc_x = tl.dot(g, tl.trans(x), acc_x)
+        acc_dt = tl.dot(dd, tl.trans(dts), acc_dt)
+    part = (chunk * n_dirs + k).to(tl.int64) * dim
+    tl.store(dwx_ptr + part * rows + offs_p[:, None] * dim + offs_d[None, :], acc_x,
+             mask=p_mask[:, None] & d_mask[None, :])
+    tl.store(dwdt_ptr + part * rank + offs_d[:, None] * rank + offs_p[None, :], acc_dt,
+             mask=d_mask[:, None] & r_mask[None, :])
+
+
+WEIGHT_PROGRAMS = 1024  # the weight gradients' kernel splits the (batch, position block) pairs into chunks until
+# about this many programs run
+
+
+def projections_bwd(ddelta: Tensor, dx_dbl: Tensor | None, src: Tensor, x_proj_weight: Tensor,
+                    dt_projs_weight: Tensor, x_dbl: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`projections_fwd`: ddelta (B, K*D, L) and dx_dbl (B, K, P, L) or None, contiguous in src's
+    dtype; src, the weights and x_dbl as the forward had them -> (dsrc (B, S, D, L) contiguous in src's dtype,
+    dx_proj_weight (K, P, D) and ddt_projs_weight (K, D, R) float32)."""
+    batch, n_src, dim, length = src.shape
+    k, rows, _ = x_proj_weight.shape
+    rank = dt_projs_weight.shape[2]
+    per_source = k // n_src
+    block_d, block_l, block_p = _config(rows, length, per_source)
+    n_lblocks = triton.cdiv(length, block_l)
+    g = torch.empty_like(x_dbl)
+    dsrc = torch.empty(batch, n_src, dim, length, device=src.device, dtype=src.dtype)
+    _projections_bwd_data_kernel[(batch * n_lblocks, n_src)](
+        ddelta, dx_dbl if dx_dbl is not None else g, x_proj_weight, dt_projs_weight, g, dsrc, dim, rank, rows,
+        length, n_lblocks, k, n_src, HAS_DXDBL=dx_dbl is not None, J=per_source, BLOCK_D=block_d,
+        BLOCK_L=block_l, BLOCK_P=block_p, num_warps=4,
+    )
+    block_dw, block_lw = 64, min(64, max(32, triton.next_power_of_2(length)))
+    n_lblocks_w = triton.cdiv(length, block_lw)
+    n_items = batch * n_lblocks_w
+    base = triton.cdiv(dim, block_dw) * k
+    chunks = max(1, min(n_items, WEIGHT_PROGRAMS // base))
+    items_per_chunk = triton.cdiv(n_items, chunks)
+    chunks = triton.cdiv(n_items, items_per_chunk)
+    dwx = torch.empty(chunks, k, rows, dim, device=src.device, dtype=torch.float32)
+    dwdt = torch.empty(chunks, k, dim, rank, device=src.device, dtype=torch.float32)
+    _projections_bwd_weight_kernel[(triton.cdiv(dim, block_dw), k, chunks)](
+        ddelta, g, x_dbl, src, dwx, dwdt, dim, rank, rows, length, n_lblocks_w, k, items_per_chunk, n_items,
+        src.stride(0), src.stride(1), src.stride(2), J=per_source, BLOCK_D=block_dw, BLOCK_L=block_lw,
+        BLOCK_P=block_p, num_warps=8,
+    )
+    return dsrc, dwx.sum(0), dwdt.sum(0)
