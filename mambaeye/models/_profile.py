@@ -84,12 +84,10 @@ def _depthwise_conv(args, out) -> int:
     return args[0].numel() * weight.shape[1] * math.prod(weight.shape[2:])
 
 
-def _direction_projections(args, out) -> int:
-    """mambaeye.ops.cross_scan.projection's two products: x_proj (K, P, D) x src (B, S, D, L) per direction, then
-    dt_projs (K, D, R) x the projection's dt rows."""
-    src, x_proj_weight, dt_projs_weight = args[0], args[1], args[2]
-    batch, length = src.shape[0], src.shape[3]
-    return batch * length * (x_proj_weight.numel() + dt_projs_weight.numel())
+def _dt_projection(args, out) -> int:
+    """mambaeye.ops.cross_scan.projection's dt projection: weight (K, D, R) x dts (B, K, R, L), a batched matmul."""
+    weight, dts = args[0], args[1]
+    return dts.shape[0] * weight.numel() * dts.shape[3]
 
 
 def _flop_rules() -> dict:
@@ -109,7 +107,7 @@ def _flop_rules() -> dict:
         "mambaeye::paired_scan_fwd": _paired_scan,
         "mambaeye::layer_norm_channel_first_fwd": _layer_norm,
         "mambaeye::depthwise_conv2d_silu_fwd": _depthwise_conv,
-        "mambaeye::direction_projections_fwd": _direction_projections,
+        "mambaeye::dt_projection_fwd": _dt_projection,
     }
     if hasattr(aten, "_fused_rms_norm"):
         rules[aten._fused_rms_norm.default] = _rms_norm

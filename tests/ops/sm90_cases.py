@@ -68,11 +68,9 @@ def _stage_launches():
             triton_dwconv.dwconv_silu_fwd(x, w, b, True, sources=2)  # written as the cross-scan's two sources
             triton_dwconv.dwconv_bwd(x, x, w, True)
 
-        def projections(dim=dim, length=length, rank=-(-dim // 16)):
-            src = torch.empty(128, 2, dim, length, device=META, dtype=bf16)
-            wx, wdt = torch.empty(4, rank + 2, dim, device=META), torch.empty(4, dim, rank, device=META)
-            delta, x_dbl = triton_projection.projections_fwd(src, wx, wdt)
-            triton_projection.projections_bwd(delta, x_dbl, src, wx, wdt, x_dbl)
+        def dt_projection(dim=dim, length=length):
+            triton_projection.dt_projection_fwd(torch.empty(4, dim, 6, device=META),
+                                                torch.empty(128, 4, 6, length, device=META, dtype=bf16))
 
         def cross_grid(dim=dim, side=side):
             x = torch.empty(128, dim, side, side, device=META, dtype=bf16)
@@ -84,9 +82,7 @@ def _stage_launches():
         cases[f"layer-norm-stage{stage}"] = (triton_norm, ("_ln_fwd_kernel", "_ln_bwd_kernel"), layer_norm)
         cases[f"bias-gelu-stage{stage}"] = bias_gelu_launches(dim, length)
         cases[f"dwconv-stage{stage}"] = (triton_dwconv, ("_dwconv_silu_fwd_kernel", "_dwconv_bwd_kernel"), dwconv)
-        projection_kernels = ("_projections_fwd_kernel", "_projections_bwd_data_kernel",
-                              "_projections_bwd_weight_kernel")
-        cases[f"projections-stage{stage}"] = (triton_projection, projection_kernels, projections)
+        cases[f"dt-projection-stage{stage}"] = (triton_projection, ("_dt_projection_kernel",), dt_projection)
         cases[f"cross-grid-stage{stage}"] = (grid, ("_spread_kernel", "_gather_kernel"), cross_grid)
     return cases
 

@@ -23,7 +23,7 @@ from ..dwconv import depthwise_conv2d_silu
 from ..layer_norm import layer_norm_channel_first
 from ..selective_scan import _resolve_backend, selective_scan
 from .naive import ScanOrder, cross_merge, cross_scan, default_directions, scan_orders, valid_directions
-from .projection import direction_projections
+from .projection import dt_projection
 
 __all__ = [
     "cross_selective_scan",
@@ -52,19 +52,22 @@ def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dst
     projection (group k = direction k), which the triton kernels read in place. With ``force_fp32`` they are
     float32 copies; delta, B and C always get u's dtype (autocast may leave them mixed).
 
-    The projections are :func:`.projection.direction_projections`: with ``kernels``, one Triton kernel forward
-    for half inputs on CUDA; without, two broadcast matmuls (the torch backend). ``u_src``: src's values as another
+    Both projections are broadcast matmuls, i.e. small GEMMs on views: no permuted copy of the result (as einsum
+    makes), and the weight gradients are reduced per (batch, sequence) before the sum over the batch - einsum's
+    one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an H100 at VMamba-T's first
+    stage; benchmarks/NOTES.md). With ``kernels`` the dt projection's forward is a Triton kernel for half inputs
+    on CUDA (:mod:`.projection`); without, a matmul (the torch backend). ``u_src``: src's values as another
     autograd output (``depthwise_conv2d_silu(..., consumers=2)``), which u is then a view of, so that u's and the
     projection's gradients reach src's producer apart.
     """
     batch, n_src, dim, length = src.shape
-    rank = dt_projs_weight.shape[2]
+    k, rank = dt_projs_weight.shape[0], dt_projs_weight.shape[2]
+    x_dbl = torch.matmul(x_proj_weight.reshape(n_src, -1, dim), src).view(batch, k, -1, length)  # (B, K, R+2N, L)
+    dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
     if u_src is not None and u_src.shape != src.shape:
         raise ValueError(f"scan_inputs: u_src must have src's shape {tuple(src.shape)}, got {tuple(u_src.shape)}")
-    # delta (B, K*D, L), x_dbl (B, K, R+2N, L)
-    delta, x_dbl = direction_projections(src, x_proj_weight, dt_projs_weight, backend="auto" if kernels else "torch")
-    _, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
     u = (src if u_src is None else u_src).view(batch, n_src * dim, length)
+    delta = dt_projection(dt_projs_weight, dts, backend="auto" if kernels else "torch")  # (B, K*D, L)
     if force_fp32:
         u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
     return u, delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)
