@@ -80,6 +80,7 @@ def make_step(name: str, compile_mode: str | None = None, batch_second: bool = F
             y.backward(torch.ones_like(y) if model_name == "ss2d" else None)
             for p in model.parameters():  # no accumulation into a previous step's (CUDA-graph-owned) gradients
                 p.grad = None
+            x.grad = None  # the SS2D cases' input is a leaf: no float32 add of each step's gradient into the last
     return step, batch
 
 
