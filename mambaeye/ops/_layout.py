@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["batch_second_empty", "empty_like", "is_batch_second", "strides_by_vector", "to_batch_second"]
+__all__ = ["empty_like", "is_batch_second", "strides_by_vector", "to_batch_second"]
 
 
 def is_batch_second(x: Tensor) -> bool:
@@ -23,17 +23,12 @@ def is_batch_second(x: Tensor) -> bool:
     return x.dim() >= 2 and x.transpose(0, 1).is_contiguous()
 
 
-def batch_second_empty(shape: tuple[int, ...] | torch.Size, **kwargs) -> Tensor:
-    """An uninitialised (B, C, *S) tensor stored batch-second; ``kwargs`` go to ``torch.empty``."""
-    batch, channels, *spatial = shape
-    return torch.empty(channels, batch, *spatial, **kwargs).transpose(0, 1)
-
-
 def empty_like(x: Tensor, dtype: torch.dtype, batch_second: bool = False) -> Tensor:
     """``torch.empty_like(x, dtype=dtype)`` (x's layout where x is dense), or with ``batch_second`` the same shape
     stored batch-second whatever x's layout."""
     if batch_second:
-        return batch_second_empty(x.shape, dtype=dtype, device=x.device)
+        batch, channels, *spatial = x.shape
+        return torch.empty(channels, batch, *spatial, dtype=dtype, device=x.device).transpose(0, 1)
     return torch.empty_like(x, dtype=dtype)
 
 

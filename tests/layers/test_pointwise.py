@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mambaeye.layers.pointwise import pointwise_linear
-from mambaeye.ops._layout import batch_second_empty, is_batch_second, to_batch_second
+from mambaeye.ops._layout import empty_like, is_batch_second, to_batch_second
 
 
 def test_layout_helpers():
@@ -19,7 +19,7 @@ def test_layout_helpers():
     assert y.stride() == (30, 90, 6, 1)
     assert to_batch_second(y) is y
     assert is_batch_second(x[:1])  # one image: batch-first and batch-second at once
-    empty = batch_second_empty((3, 4, 5), dtype=torch.float16)
+    empty = empty_like(torch.empty(3, 4, 5), torch.float16, batch_second=True)
     assert empty.shape == (3, 4, 5) and empty.dtype == torch.float16 and is_batch_second(empty)
     assert not is_batch_second(y[:, :, :, :3])  # rows cut: no longer one contiguous (C, B * L) block
 
