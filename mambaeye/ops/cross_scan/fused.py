@@ -106,7 +106,9 @@ def _backward(ctx, dout, _dstates, bwd=None):
         raise RuntimeError("paired scan: the forward ran without saving its states (no input required grad)")
     if dout.stride(2) == 0:
         dout = dout[:, :, 0]
-    dout = dout.reshape(delta.shape[0], -1, delta.shape[2]).contiguous()
+    dout = dout.reshape(delta.shape[0], -1, delta.shape[2])
+    if dout.stride(-1) != 1:  # the scan reads rows contiguous along L, any batch and channel strides
+        dout = dout.contiguous()
     grads = (bwd or _bwd)(dout, u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, states)
     return (*grads, None, None)
 
@@ -166,7 +168,9 @@ def cross_scan_2d(
     u_src = None  # the scan's u: src itself, or (with the conv) src again as the conv's second output
     if n_src == 2 and conv_weight is not None:  # (B, 2, D, L): the grid row-major, then column-major
         # the projection's and the scan's gradients reach the conv's backward apart, summed in its SiLU pass
-        src, u_src = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend="triton", sources=2, consumers=2)
+        # batch-second sources: the projections become plain matrix products (scan_inputs)
+        src, u_src = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend="triton", sources=2, consumers=2,
+                                           batch_second=batch > 1)
     elif n_src == 2:
         src = spread(x, 2, 1).view(batch, 2, dim, length)
     else:
