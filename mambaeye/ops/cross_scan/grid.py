@@ -157,7 +157,8 @@ def _gather_impl(s: Tensor, height: int, width: int, pre: Tensor | None = None, 
     grid, tiles = _config(batch * dim, height, width)
     strides = dict(zip(("ps_b", "ps_s", "ps_r", "ps_d", "ps2_b", "ps2_s", "ps2_r", "ps2_d"),
                        (*s_strides, *s2_strides), strict=True))
-    _gather_kernel[grid](s, s2, pre if pre is not None else s, y, dim, **strides, H=height, W=width, **tiles, S=sources, R=copies, SILU_GRAD=pre is not None, TWO_INPUTS=two_inputs,
+    _gather_kernel[grid](s, s2, pre if pre is not None else s, y, dim, **strides, **tiles, H=height, W=width,
+                         S=sources, R=copies, SILU_GRAD=pre is not None, TWO_INPUTS=two_inputs,
                          DT=compute_dtype(s)[1], num_warps=4)
     return y
 

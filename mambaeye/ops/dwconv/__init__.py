@@ -43,7 +43,8 @@ def _spread_ref(y: Tensor, batch_second: bool = False) -> Tensor:
     """(B, C, H, W) -> (B, 2, C, H * W): y row-major, then column-major (``grid.spread(y, 2, 1)`` in PyTorch),
     stored as (2, C, B, H * W) with ``batch_second``."""
     if batch_second:
-        return torch.stack([y.flatten(2), y.transpose(2, 3).flatten(2)]).transpose(1, 2).contiguous().permute(2, 0, 1, 3)
+        stored = torch.stack([y.flatten(2), y.transpose(2, 3).flatten(2)]).transpose(1, 2).contiguous()
+        return stored.permute(2, 0, 1, 3)  # (2, C, B, H * W) -> (B, 2, C, H * W)
     return torch.stack([y.flatten(2), y.transpose(2, 3).flatten(2)], 1)
 
 

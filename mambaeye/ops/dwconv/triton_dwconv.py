@@ -191,9 +191,10 @@ def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bo
     block_p, block_h, block_w, n_hblocks, programs = _config(batch * channels, height, width)
     _dwconv_silu_fwd_kernel[(programs,)](
         x, weight, bias if bias is not None else weight, y, pre, batch * channels, channels, n_hblocks, x.stride(0),
-        x.stride(1), *plane_strides, width, height, height=height, width=width, K=weight.shape[-1], HAS_BIAS=bias is not None,
-        SAVE_PRE=save_pre, SOURCES=sources, ROW_VECTORS=_row_vectors(width, x.element_size()), BLOCK_P=block_p,
-        BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
+        x.stride(1), *plane_strides, width, height, height=height, width=width, K=weight.shape[-1],
+        HAS_BIAS=bias is not None, SAVE_PRE=save_pre, SOURCES=sources,
+        ROW_VECTORS=_row_vectors(width, x.element_size()), BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT,
+        num_warps=4,
     )
     return y, pre
 
