@@ -15,6 +15,11 @@ directions (0, 2, 1, 3) - so the per-direction weights are re-ordered (small ten
 each source are one broadcast matmul. The merge sums each pair in its source's order and adds the column
 source back transposed; both layout moves (the column-major copy, the merge) are tiled kernels (:mod:`.grid`).
 Against the reference this writes one copy of x instead of K (none for K <= 2) and no re-ordered outputs.
+
+With the conv and K = 4, the conv writes the two sources batch-second - (2, D, B, L) memory, each source channel one
+row over the batch and positions - so that the per-direction projections are plain GEMMs over all B * L positions
+(:func:`..cross_scan.scan_inputs`); u, delta, B, C, the scan's outputs and all their gradients are then batch-second
+views too, which the scan and the merge read in place (both take any batch and channel strides).
 """
 
 from __future__ import annotations
