@@ -7,6 +7,7 @@ import torch
 
 from mambaeye.ops import available_backends
 from mambaeye.ops.cross_scan import cross_selective_scan
+from mambaeye.ops.dwconv import depthwise_conv2d_silu
 from mambaeye.ops.selective_scan import triton_scan
 
 from .scan_cases import LaunchRecorder, case_id, rel_err
@@ -54,11 +55,25 @@ def test_fused_matches_reference(k, h, w, dstate):
 
 
 @needs_triton_cpu
+@pytest.mark.parametrize("batch_second", [True, False], ids=["sources-batch-second", "sources-batch-first"])
 @pytest.mark.parametrize("k,bias", [(4, True), (4, False), (2, True)], ids=["K4-bias", "K4", "K2-bias"])
-def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias):
+def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias, batch_second, monkeypatch):
     """conv_weight / conv_bias: SiLU(depthwise conv) first - for K 4 written straight into the two sources
     (depthwise_conv2d_silu(sources=2)), its backward summing both sources' gradients - against the conv + SiLU in
-    PyTorch, then the unfused reference; the conv's parameters get their gradients too."""
+    PyTorch, then the unfused reference; the conv's parameters get their gradients too. The sources stored
+    batch-second (the projections as GEMMs over B*L) or, on grids above BATCH_SECOND_MAX_LENGTH, batch-first."""
+    from mambaeye.ops.cross_scan import fused
+
+    monkeypatch.setattr(fused, "BATCH_SECOND_MAX_LENGTH", 1 << 62 if batch_second else 0)
+    layouts = []  # each call's sources: stored batch-second or not
+
+    def conv_spy(*args, **kwargs):
+        out = depthwise_conv2d_silu(*args, **kwargs)
+        if kwargs.get("sources") == 2:
+            layouts.append(out[0].permute(1, 2, 0, 3).is_contiguous())
+        return out
+
+    monkeypatch.setattr(fused, "depthwise_conv2d_silu", conv_spy)
     dim, h, w = 4, 7, 9
     x = torch.randn(2, dim, h, w, dtype=torch.float64)
     weights = {**_weights(dim, k, 2, 2), "conv_weight": torch.randn(dim, 1, 3, 3, dtype=torch.float64) / 3}
@@ -66,6 +81,7 @@ def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias):
         weights["conv_bias"] = torch.randn(dim, dtype=torch.float64)
     y_ref, g_ref = _run(x, weights, "naive", fused=False)
     y, g = _run(x, weights, "triton", fused=True)
+    assert layouts == ([batch_second] if k == 4 else [])
     assert rel_err(y, y_ref) < 1e-10
     assert set(g) == set(g_ref) and "conv_weight" in g
     for name in g_ref:

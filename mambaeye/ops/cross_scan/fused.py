@@ -34,6 +34,11 @@ from .grid import gather, spread
 
 __all__ = ["cross_scan_2d"]
 
+# Grids of more positions than this keep batch-first sources (the projections as broadcast matmuls). From the bytes
+# (benchmarks/NOTES.md, ninth session): at VMamba-T's 56x56 stage the broadcast matmuls' backward is already at its
+# floor, at 28x28 and below 1.7-2.9x above it. Not yet timed: every grid batch-second until an A/B says otherwise.
+BATCH_SECOND_MAX_LENGTH = 1 << 62
+
 
 def _source_major(t: Tensor) -> Tensor:
     """(4, ...) per official direction (row, column, reversed row, reversed column) -> (4, ...) in the internal
@@ -175,7 +180,7 @@ def cross_scan_2d(
         # the projection's and the scan's gradients reach the conv's backward apart, summed in its SiLU pass
         # batch-second sources: the projections become plain matrix products (scan_inputs)
         src, u_src = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend="triton", sources=2, consumers=2,
-                                           batch_second=batch > 1)
+                                           batch_second=batch > 1 and length <= BATCH_SECOND_MAX_LENGTH)
     elif n_src == 2:
         src = spread(x, 2, 1).view(batch, 2, dim, length)
     else:
