@@ -15,7 +15,8 @@ Batch-second dts - stored as (K, R, B, L), each direction's rank row one contigu
 (a view of the cross-scan's batch-second x_proj output, :func:`mambaeye.ops.cross_scan.scan_inputs`) - give a
 batch-second delta, stored (K*D, B, L), and both layouts' products become plain matrix products over the B*L
 positions: the matmul path's forward and every backward are then K GEMMs instead of K * B, and the weight gradient
-needs no sum over a (B, K, D, R) batch of partial products.
+needs no sum over a (B, K, D, R) batch of partial products (it is one GEMM's float32 accumulation, rounded once to
+dts' dtype, where the batch-first one sums B rounded partial products in float32).
 
 Triton's CPU interpreter (3.8) computes bfloat16 ``tl.dot`` wrongly, so on CPU (TRITON_INTERPRET=1, the tests)
 only float16 takes the kernel.
