@@ -10,7 +10,7 @@ from mambaeye.ops.cross_scan import cross_selective_scan
 from mambaeye.ops.dwconv import depthwise_conv2d_silu
 from mambaeye.ops.selective_scan import triton_scan
 
-from .scan_cases import LaunchRecorder, case_id, rel_err
+from .scan_cases import LaunchRecorder, assert_compiled_matches_eager, case_id, rel_err
 
 needs_triton_cpu = pytest.mark.skipif("triton" not in available_backends("cpu"),
                                      reason="needs triton and its interpreter (TRITON_INTERPRET=1, set without a GPU)")
@@ -90,6 +90,24 @@ def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias, batch_s
         cross_selective_scan(torch.randn(1, dim, 2, 3, 3, dtype=torch.float64),
                              **{n: t for n, t in _weights(dim, 6, 2, 2).items()},
                              conv_weight=weights["conv_weight"], backend="naive")
+
+
+@needs_triton_cpu
+def test_fused_with_conv_compiles_fullgraph_and_matches_eager():
+    """torch.compile traces the conv writing batch-second sources, the projections' GEMMs over B*L, the dt
+    projection, the paired scan and the merge (their custom ops' fakes give the real layouts), forward and every
+    gradient."""
+    dim, k = 4, 4
+    weights = {**_weights(dim, k, 2, 2), "conv_weight": torch.randn(dim, 1, 3, 3, dtype=torch.float64) / 3}
+    names = list(weights)
+    inputs = [torch.randn(2, dim, 5, 6, dtype=torch.float64).requires_grad_(True),
+              *(t.requires_grad_(True) for t in weights.values())]
+
+    def fn(x, *tensors):
+        return cross_selective_scan(x, **dict(zip(names, tensors, strict=True)), out_norm=True, backend="triton",
+                                    fused=True)
+
+    assert_compiled_matches_eager(fn, inputs, loss=lambda out: out.square().sum())
 
 
 @needs_triton_cpu
