@@ -34,10 +34,12 @@ from .grid import gather, spread
 
 __all__ = ["cross_scan_2d"]
 
-# Grids of more positions than this keep batch-first sources (the projections as broadcast matmuls). From the bytes
-# (benchmarks/NOTES.md, ninth session): at VMamba-T's 56x56 stage the broadcast matmuls' backward is already at its
-# floor, at 28x28 and below 1.7-2.9x above it. Not yet timed: every grid batch-second until an A/B says otherwise.
-BATCH_SECOND_MAX_LENGTH = 1 << 62
+# Grids of more positions than this keep batch-first sources (the projections as broadcast matmuls over the batch).
+# H100, batch 128, bf16 (benchmarks/NOTES.md, tenth session of 2026-12-07): the projections' six products
+# batch-first / batch-second take 345 / 246 us at 14x14 and 522 / 119 at 7x7, but 398 / 1144 at 28x28 and 586 / 3892
+# at 56x56, where cuBLAS runs the weight gradients' GEMMs (a D x R output reduced over B*L) and the dt forward (a
+# reduction of R) far from their floor; the stage-1 layer's training step took 4.14 / 7.23 ms.
+BATCH_SECOND_MAX_LENGTH = 196
 
 
 def _source_major(t: Tensor) -> Tensor:
