@@ -7,9 +7,11 @@ cross-scan's two layout moves and the depthwise 3x3 conv + SiLU.
 - spread: x (B, C, H, W) -> its row-major and column-major copies (``grid.spread(x, 2, 1)``).
 - gather R2 / R1: the merge of 2 sources x 2 copies (the forward's four directions) / 2 x 1 (the backward of the
   spread) back onto the grid (``grid.gather``); gather silu': 2 x 1 times SiLU's derivative at the pre-activation
-  (``grid.gather_silu_grad``, the backward of the conv that writes both sources).
+  (``grid.gather_silu_grad``, the backward of the conv that writes both sources); gather silu' 2 batch-second: the
+  same from two gradients stored batch-second ((S, R, D, B, L) memory), as the fused cross-scan's backward gets them.
 - dwconv fwd: the conv with bias + SiLU, saving the pre-activation (training); dwconv fwd 2 src: the same writing
-  the output as the cross-scan's two sources (``sources=2``); dwconv bwd: dx, dweight, dbias.
+  the output as the cross-scan's two sources (``sources=2``), contiguous or stored batch-second ((2, C, B, H * W)
+  memory); dwconv bwd: dx, dweight, dbias.
 
 Each op's µs a call from CUDA-graph replays (mambaeye.bench._common.graph_replay_ms) and the GB/s of the bytes it
 must move (each input read once, each output written once). Writes benchmarks/results/<card>/ss2d_ops.{md,json}.
@@ -47,12 +49,16 @@ def time_stage(batch: int, dim: int, side: int, ops: tuple[str, ...]) -> list[di
     if "gather" in ops:
         s2 = torch.randn(batch, 2, 2, dim, side * side, device="cuda", dtype=torch.bfloat16)
         s1 = s2[:, :, :1].contiguous()
+        s1_bs = s1.permute(1, 2, 3, 0, 4).contiguous().permute(3, 0, 1, 2, 4)  # stored (2, 1, D, B, L)
         cases += [("gather R2", lambda: gather(s2, side, side), 5), ("gather R1", lambda: gather(s1, side, side), 3),
-                  ("gather silu'", lambda: gather_silu_grad(s1, x), 4)]
+                  ("gather silu'", lambda: gather_silu_grad(s1, x), 4),
+                  ("gather silu' 2 batch-second", lambda: gather_silu_grad(s1_bs, x, s1_bs), 6)]
     if "dwconv" in ops:
         w, b = torch.randn(dim, 1, 3, 3, device="cuda"), torch.randn(dim, device="cuda")
         cases += [("dwconv fwd", lambda: triton_dwconv.dwconv_silu_fwd(x, w, b, True), 3),
                   ("dwconv fwd 2 src", lambda: triton_dwconv.dwconv_silu_fwd(x, w, b, True, sources=2), 4),
+                  ("dwconv fwd 2 src batch-second",
+                   lambda: triton_dwconv.dwconv_silu_fwd(x, w, b, True, sources=2, batch_second=True), 4),
                   ("dwconv bwd", lambda: triton_dwconv.dwconv_bwd(x, x, w, True), 3)]
     rows = []
     for op, fn, tensors in cases:

@@ -66,11 +66,14 @@ def _stage_launches():
             triton_dwconv.dwconv_silu_fwd(x, w, b, True)
             triton_dwconv.dwconv_silu_fwd(x, w, None, False)
             triton_dwconv.dwconv_silu_fwd(x, w, b, True, sources=2)  # written as the cross-scan's two sources
+            triton_dwconv.dwconv_silu_fwd(x, w, b, True, sources=2, batch_second=True)  # stored (2, C, B, L)
             triton_dwconv.dwconv_bwd(x, x, w, True)
 
         def dt_projection(dim=dim, length=length):
             triton_projection.dt_projection_fwd(torch.empty(4, dim, 6, device=META),
                                                 torch.empty(128, 4, 6, length, device=META, dtype=bf16))
+            dts = torch.empty(4, 8, 128, length, device=META, dtype=bf16).permute(2, 0, 1, 3)[:, :, :6]
+            triton_projection.dt_projection_fwd(torch.empty(4, dim, 6, device=META), dts, batch_second=True)
 
         def cross_grid(dim=dim, side=side):
             x = torch.empty(128, dim, side, side, device=META, dtype=bf16)
@@ -78,6 +81,8 @@ def _stage_launches():
             grid._gather_impl(s, side, side)
             grid._gather_impl(s[:, :, :1], side, side, x)  # times SiLU's derivative (gather_silu_grad)
             grid._gather_impl(s[:, :, :1], side, side, x, s[:, :, 1:])  # of two consumers' gradients
+            bs = torch.empty(2, 1, dim, 128, side * side, device=META, dtype=bf16).permute(3, 0, 1, 2, 4)
+            grid._gather_impl(bs, side, side, x, bs)  # batch-second sources' gradients
 
         cases[f"layer-norm-stage{stage}"] = (triton_norm, ("_ln_fwd_kernel", "_ln_bwd_kernel"), layer_norm)
         cases[f"bias-gelu-stage{stage}"] = bias_gelu_launches(dim, length)

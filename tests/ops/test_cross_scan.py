@@ -233,3 +233,35 @@ def test_cross_selective_scan_argument_errors(change):
     args.update(change)
     with pytest.raises(ValueError):
         cross_selective_scan(**args, backend="naive")
+
+
+@pytest.mark.parametrize("n_src", [1, 2])
+def test_scan_inputs_from_batch_second_sources_match_batch_first(n_src):
+    """src stored batch-second ((S, D, B, L) memory) takes the plain-matrix-product path: the same u, delta, B, C
+    and gradients as the broadcast matmuls on a batch-first src, with u a view of src (no copy) and delta
+    batch-second (the scan reads both in place)."""
+    from mambaeye.ops.cross_scan import scan_inputs
+
+    batch, dim, length, rank, dstate, k = 3, 5, 11, 2, 3, 2 * n_src
+    gen = torch.Generator().manual_seed(0)
+    src = torch.randn(batch, n_src, dim, length, generator=gen, dtype=torch.float64)
+    x_proj_weight = torch.randn(k, rank + 2 * dstate, dim, generator=gen, dtype=torch.float64)
+    dt_projs_weight = torch.randn(k, dim, rank, generator=gen, dtype=torch.float64)
+    grads_out = [torch.randn(shape, generator=gen, dtype=torch.float64)
+                 for shape in ((batch, n_src * dim, length), (batch, k * dim, length), (batch, k, dstate, length),
+                               (batch, k, dstate, length))]
+
+    def run(stored):
+        leaves = [stored.detach().requires_grad_(True), x_proj_weight.clone().requires_grad_(True),
+                  dt_projs_weight.clone().requires_grad_(True)]
+        outs = scan_inputs(leaves[0], leaves[1], leaves[2], dstate, kernels=False)
+        grads = torch.autograd.grad(outs, leaves, grads_out)
+        return outs, grads, leaves[0]
+
+    outs_ref, grads_ref, _ = run(src)
+    outs, grads, leaf = run(src.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3))
+    u, delta = outs[:2]
+    assert u.data_ptr() == leaf.data_ptr() and u.stride() == (length, batch * length, 1)
+    assert delta.transpose(0, 1).is_contiguous()
+    for got, want in zip((*outs, *grads), (*outs_ref, *grads_ref), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

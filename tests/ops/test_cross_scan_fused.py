@@ -7,9 +7,10 @@ import torch
 
 from mambaeye.ops import available_backends
 from mambaeye.ops.cross_scan import cross_selective_scan
+from mambaeye.ops.dwconv import depthwise_conv2d_silu
 from mambaeye.ops.selective_scan import triton_scan
 
-from .scan_cases import LaunchRecorder, case_id, rel_err
+from .scan_cases import LaunchRecorder, assert_compiled_matches_eager, case_id, rel_err
 
 needs_triton_cpu = pytest.mark.skipif("triton" not in available_backends("cpu"),
                                      reason="needs triton and its interpreter (TRITON_INTERPRET=1, set without a GPU)")
@@ -54,11 +55,25 @@ def test_fused_matches_reference(k, h, w, dstate):
 
 
 @needs_triton_cpu
+@pytest.mark.parametrize("batch_second", [True, False], ids=["sources-batch-second", "sources-batch-first"])
 @pytest.mark.parametrize("k,bias", [(4, True), (4, False), (2, True)], ids=["K4-bias", "K4", "K2-bias"])
-def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias):
+def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias, batch_second, monkeypatch):
     """conv_weight / conv_bias: SiLU(depthwise conv) first - for K 4 written straight into the two sources
     (depthwise_conv2d_silu(sources=2)), its backward summing both sources' gradients - against the conv + SiLU in
-    PyTorch, then the unfused reference; the conv's parameters get their gradients too."""
+    PyTorch, then the unfused reference; the conv's parameters get their gradients too. The sources stored
+    batch-second (the projections as GEMMs over B*L) or, on grids above BATCH_SECOND_MAX_LENGTH, batch-first."""
+    from mambaeye.ops.cross_scan import fused
+
+    monkeypatch.setattr(fused, "BATCH_SECOND_MAX_LENGTH", 1 << 62 if batch_second else 0)
+    layouts = []  # each call's sources: stored batch-second or not
+
+    def conv_spy(*args, **kwargs):
+        out = depthwise_conv2d_silu(*args, **kwargs)
+        if kwargs.get("sources") == 2:
+            layouts.append(out[0].permute(1, 2, 0, 3).is_contiguous())
+        return out
+
+    monkeypatch.setattr(fused, "depthwise_conv2d_silu", conv_spy)
     dim, h, w = 4, 7, 9
     x = torch.randn(2, dim, h, w, dtype=torch.float64)
     weights = {**_weights(dim, k, 2, 2), "conv_weight": torch.randn(dim, 1, 3, 3, dtype=torch.float64) / 3}
@@ -66,6 +81,7 @@ def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias):
         weights["conv_bias"] = torch.randn(dim, dtype=torch.float64)
     y_ref, g_ref = _run(x, weights, "naive", fused=False)
     y, g = _run(x, weights, "triton", fused=True)
+    assert layouts == ([batch_second] if k == 4 else [])
     assert rel_err(y, y_ref) < 1e-10
     assert set(g) == set(g_ref) and "conv_weight" in g
     for name in g_ref:
@@ -74,6 +90,24 @@ def test_conv_inside_the_cross_scan_matches_conv_then_reference(k, bias):
         cross_selective_scan(torch.randn(1, dim, 2, 3, 3, dtype=torch.float64),
                              **{n: t for n, t in _weights(dim, 6, 2, 2).items()},
                              conv_weight=weights["conv_weight"], backend="naive")
+
+
+@needs_triton_cpu
+def test_fused_with_conv_compiles_fullgraph_and_matches_eager():
+    """torch.compile traces the conv writing batch-second sources, the projections' GEMMs over B*L, the dt
+    projection, the paired scan and the merge (their custom ops' fakes give the real layouts), forward and every
+    gradient."""
+    dim, k = 4, 4
+    weights = {**_weights(dim, k, 2, 2), "conv_weight": torch.randn(dim, 1, 3, 3, dtype=torch.float64) / 3}
+    names = list(weights)
+    inputs = [torch.randn(2, dim, 5, 6, dtype=torch.float64).requires_grad_(True),
+              *(t.requires_grad_(True) for t in weights.values())]
+
+    def fn(x, *tensors):
+        return cross_selective_scan(x, **dict(zip(names, tensors, strict=True)), out_norm=True, backend="triton",
+                                    fused=True)
+
+    assert_compiled_matches_eager(fn, inputs, loss=lambda out: out.square().sum())
 
 
 @needs_triton_cpu

@@ -62,6 +62,26 @@ def test_gather_silu_grad_is_silu_backward_of_the_gather(shape, sources):
 
 
 @needs_triton_cpu
+@pytest.mark.parametrize("sources", [1, 2])
+def test_gather_reads_any_layout_of_whole_planes(sources):
+    """s stored batch-second ((S, R, D, B, H*W) memory: the fused cross-scan's sources and the scan's outputs) or
+    with the copies expanded (stride 0), s2 in yet another layout: the same sums as from contiguous inputs."""
+    from mambaeye.ops.cross_scan.grid import gather, gather_silu_grad
+
+    batch, dim, height, width = 3, 4, 5, 7
+    dense = torch.randn(batch, sources, 2, dim, height * width, dtype=torch.float64)
+    batch_second = dense.permute(1, 2, 3, 0, 4).contiguous().permute(3, 0, 1, 2, 4)
+    expanded = dense[:, :, :1].expand(-1, -1, 2, -1, -1)
+    for s in (batch_second, expanded):
+        torch.testing.assert_close(gather(s, height, width), _gather_ref(s, height, width), rtol=1e-12, atol=0)
+    pre = torch.randn(batch, dim, height, width, dtype=torch.float64)
+    s, s2 = batch_second[:, :, :1], dense[:, :, 1:]
+    expected = torch.ops.aten.silu_backward(_gather_ref(s + s2, height, width), pre)
+    torch.testing.assert_close(gather_silu_grad(s, pre, s2), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(gather_silu_grad(s2, pre, s), expected, rtol=1e-12, atol=0)
+
+
+@needs_triton_cpu
 def test_each_is_the_others_backward_and_bf16_sums_in_fp32():
     from mambaeye.ops.cross_scan.grid import gather, spread
 

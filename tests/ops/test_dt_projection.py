@@ -18,12 +18,20 @@ needs_triton = pytest.mark.skipif("triton" not in available_backends("cpu"),
                                   reason="needs triton under TRITON_INTERPRET=1")
 
 
-def _inputs(batch, k, dim, rank, length, dtype, extra=2, device="cpu", seed=0):
-    """weight (K, D, R) float32 and dts as VMamba makes it: a slice of a (B, K, R + extra, L) projection."""
+def _inputs(batch, k, dim, rank, length, dtype, extra=2, device="cpu", seed=0, batch_second=False):
+    """weight (K, D, R) float32 and dts as VMamba makes it: a slice of a (B, K, R + extra, L) projection, stored
+    (K, R + extra, B, L) with ``batch_second`` (the fused cross-scan's batch-second sources)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     weight = torch.randn(k, dim, rank, generator=gen, device=device) * rank ** -0.5
     x_dbl = torch.randn(batch, k, rank + extra, length, generator=gen, device=device).to(dtype)
+    if batch_second:
+        x_dbl = x_dbl.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3)
     return weight, x_dbl[:, :, :rank]
+
+
+def _stored_batch_second(t):
+    """t (B, C, L) or (B, K, C, L) stored with the batch second-innermost: (C, B, L) / (K, C, B, L) memory."""
+    return t.movedim(0, -2).is_contiguous()
 
 
 def _reference(weight, dts):
@@ -40,9 +48,11 @@ CASES = {  # (B, K, D, R, L): ranks padded to 16 / 32; L and D across tile edges
 
 
 @needs_triton
+@pytest.mark.parametrize("batch_second", [False, True], ids=["batch-first", "batch-second"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_kernel_matches_matmul_with_gradients(case):
-    weight, dts = _inputs(*CASES[case], torch.float16)
+def test_kernel_matches_matmul_with_gradients(case, batch_second):
+    """Batch-second dts (B > 1) give a batch-second delta and dts gradient (the backward's K GEMMs over B*L)."""
+    weight, dts = _inputs(*CASES[case], torch.float16, batch_second=batch_second)
     weight.requires_grad_(True)
     dts = dts.detach().requires_grad_(True)
     assert dtp._use_kernel(dts)
@@ -55,17 +65,31 @@ def test_kernel_matches_matmul_with_gradients(case):
     dw, ddts = torch.autograd.grad(y, [weight, dts], dy)
     dw_ref, ddts_ref = torch.autograd.grad(y_ref, [w_ref, dts_ref], dy.float())
     assert dw.dtype == torch.float32 and ddts.dtype == torch.float16
+    if batch_second:
+        assert _stored_batch_second(y) and _stored_batch_second(ddts)
+    else:
+        assert y.is_contiguous()
     torch.testing.assert_close(dw, dw_ref, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(ddts.float(), ddts_ref, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("batch_second", [False, True], ids=["batch-first", "batch-second"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_matmul_path_elsewhere(dtype):
-    """float32/float64 (and bfloat16 on CPU) take torch.matmul: the same numbers as the plain product."""
-    weight, dts = _inputs(2, 4, 8, 6, 49, dtype)
+def test_matmul_path_elsewhere(dtype, batch_second):
+    """float32/float64 (and bfloat16 on CPU) take torch.matmul: the same numbers as the plain product, and the same
+    gradients; batch-second dts as K GEMMs over all B*L positions, delta batch-second."""
+    weight, dts = _inputs(2, 4, 8, 6, 49, dtype, batch_second=batch_second)
     assert not dtp._use_kernel(dts)
-    weight = weight.to(dtype)
-    torch.testing.assert_close(dt_projection(weight, dts), torch.matmul(weight, dts).view(2, 32, 49))
+    weight = weight.to(dtype).requires_grad_(True)
+    dts = dts.detach().requires_grad_(True)
+    y, y_ref = dt_projection(weight, dts), torch.matmul(weight, dts).view(2, 32, 49)
+    assert _stored_batch_second(y) == batch_second
+    tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(y, y_ref, **tol)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    for g, g_ref in zip(torch.autograd.grad(y, [weight, dts], dy), torch.autograd.grad(y_ref, [weight, dts], dy),
+                        strict=True):
+        torch.testing.assert_close(g, g_ref, **tol)
 
 
 @needs_triton
@@ -94,6 +118,8 @@ def test_bad_backend_is_named():
 def test_custom_op_passes_opcheck():
     weight, dts = _inputs(2, 2, 8, 6, 20, torch.float16)
     torch.library.opcheck(dtp._fwd, (weight.requires_grad_(True), dts.contiguous().requires_grad_(True)))
+    weight, dts = _inputs(2, 2, 8, 6, 20, torch.float16, batch_second=True)  # fake and real batch-second alike
+    torch.library.opcheck(dtp._fwd, (weight.requires_grad_(True), dts.detach().requires_grad_(True)))
 
 
 @needs_triton

@@ -28,6 +28,16 @@ CASES = {  # name: (x maker, K, bias); 40x41 = 1640 positions crosses the kernel
 }
 
 
+# (sources, batch_second): the map; its two sources (row- and column-major); the sources stored (2, C, B, H * W)
+LAYOUTS = [pytest.param(1, False, id="map"), pytest.param(2, False, id="sources"),
+           pytest.param(2, True, id="sources-batch-second")]
+
+
+def _in_layout(y, sources, batch_second):
+    """Whether y is stored as asked: contiguous, or for batch-second sources as (2, C, B, H * W)."""
+    return y.permute(1, 2, 0, 3).is_contiguous() if batch_second else y.is_contiguous()
+
+
 def _params(channels, k, bias, dtype=torch.float64):
     gen = torch.Generator().manual_seed(3)
     weight = torch.randn(channels, 1, k, k, generator=gen, dtype=dtype) / k
@@ -35,20 +45,20 @@ def _params(channels, k, bias, dtype=torch.float64):
 
 
 @needs_triton
-@pytest.mark.parametrize("sources", [1, 2])
+@pytest.mark.parametrize("sources, batch_second", LAYOUTS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_triton_matches_reference_with_gradients(case, sources):
+def test_triton_matches_reference_with_gradients(case, sources, batch_second):
     """sources 2: the output in the fused cross-scan's two layouts (row-major, column-major), and the backward from
     both layouts' gradients at once."""
     make, k, with_bias = CASES[case]
     x = make(torch.float64).requires_grad_(True)
     weight, bias = _params(x.shape[1], k, with_bias)
     leaves = [t.requires_grad_(True) for t in (x, weight, bias) if t is not None]
-    y = depthwise_conv2d_silu(x, weight, bias, backend="triton", sources=sources)
+    y = depthwise_conv2d_silu(x, weight, bias, backend="triton", sources=sources, batch_second=batch_second)
     y_ref = depthwise_conv2d_silu_ref(x, weight, bias)
     if sources == 2:
         y_ref = _spread_ref(y_ref)  # (B, 2, C, H * W)
-    assert y.shape == y_ref.shape and y.is_contiguous()
+    assert y.shape == y_ref.shape and _in_layout(y, sources, batch_second)
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(y_ref)
     grads = torch.autograd.grad(y, leaves, dy)
@@ -58,17 +68,18 @@ def test_triton_matches_reference_with_gradients(case, sources):
         assert is_batch_second(grads[0])
 
 
-@pytest.mark.parametrize("sources", [1, 2])
+@pytest.mark.parametrize("sources, batch_second", LAYOUTS)
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
-def test_two_consumers_get_the_output_twice_and_gradients_add(backend, sources):
+def test_two_consumers_get_the_output_twice_and_gradients_add(backend, sources, batch_second):
     """consumers=2: (y, y_again) with y's values; the gradients through either, or both (the triton path sums
     them in its backward's own pass), are those of the one output's."""
     x = CASES["B2-C3-7x9-K3"][0](torch.float64).requires_grad_(True)
     weight, bias = (t.requires_grad_(True) for t in _params(3, 3, True))
     leaves = [x, weight, bias]
-    y1, y2 = depthwise_conv2d_silu(x, weight, bias, backend=backend, sources=sources, consumers=2)
-    y = depthwise_conv2d_silu(x, weight, bias, backend=backend, sources=sources)
-    assert torch.equal(y1, y) and torch.equal(y2, y)
+    y1, y2 = depthwise_conv2d_silu(x, weight, bias, backend=backend, sources=sources, consumers=2,
+                                   batch_second=batch_second)
+    y = depthwise_conv2d_silu(x, weight, bias, backend=backend, sources=sources, batch_second=batch_second)
+    assert torch.equal(y1, y) and torch.equal(y2, y) and _in_layout(y1, sources, batch_second)
     d1, d2 = torch.randn_like(y), torch.randn_like(y)
     for loss, expected in [((y1 * d1).sum() + (y2 * d2).sum(), y * (d1 + d2)), ((y1 * d1).sum(), y * d1),
                            ((y2 * d2).sum(), y * d2)]:
@@ -78,9 +89,9 @@ def test_two_consumers_get_the_output_twice_and_gradients_add(backend, sources):
 
 
 @needs_triton
-@pytest.mark.parametrize("sources", [1, 2])
+@pytest.mark.parametrize("sources, batch_second", LAYOUTS)
 @pytest.mark.parametrize("row_vectors", [False, True])
-def test_forward_addressing_either_way_matches_reference(row_vectors, sources, monkeypatch):
+def test_forward_addressing_either_way_matches_reference(row_vectors, sources, batch_second, monkeypatch):
     """The forward's two addressings (constant row lengths for vector accesses, or runtime ones for one element a
     thread: triton_dwconv._row_vectors picks by the row's byte size), each forced on both kinds of rows."""
     from mambaeye.ops.dwconv import triton_dwconv
@@ -89,7 +100,7 @@ def test_forward_addressing_either_way_matches_reference(row_vectors, sources, m
     for x in (torch.randn(2, 3, 7, 9, dtype=torch.float64), torch.randn(1, 2, 40, 41, dtype=torch.float64)):
         weight, bias = _params(x.shape[1], 3, True)
         y_ref = depthwise_conv2d_silu_ref(x, weight, bias)
-        y = depthwise_conv2d_silu(x, weight, bias, backend="triton", sources=sources)
+        y = depthwise_conv2d_silu(x, weight, bias, backend="triton", sources=sources, batch_second=batch_second)
         torch.testing.assert_close(y, y_ref if sources == 1 else _spread_ref(y_ref), rtol=1e-12, atol=1e-12)
 
 
@@ -130,13 +141,14 @@ def test_bias_gradient_keeps_its_own_dtype():
     torch.testing.assert_close(dw, dw_ref.bfloat16())
 
 
-@pytest.mark.parametrize("sources", [1, 2])
+@pytest.mark.parametrize("sources, batch_second", LAYOUTS)
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
-def test_gradcheck_fp64(backend, sources):
-    x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+def test_gradcheck_fp64(backend, sources, batch_second):
+    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     weight, bias = (t.requires_grad_(True) for t in _params(2, 3, True))
-    assert torch.autograd.gradcheck(lambda *a: depthwise_conv2d_silu(*a, backend=backend, sources=sources),
-                                    (x, weight, bias))
+    assert torch.autograd.gradcheck(
+        lambda *a: depthwise_conv2d_silu(*a, backend=backend, sources=sources, batch_second=batch_second),
+        (x, weight, bias))
 
 
 def test_two_sources_are_the_map_row_major_then_column_major():
@@ -146,6 +158,8 @@ def test_two_sources_are_the_map_row_major_then_column_major():
     assert s.shape == (2, 2, 3, 20)
     b, c, i, j = 1, 2, 3, 1
     assert s[b, 0, c, i * 5 + j] == y[b, c, i, j] and s[b, 1, c, j * 4 + i] == y[b, c, i, j]
+    stored = _spread_ref(y, batch_second=True)  # the same values, stored (2, C, B, H * W)
+    assert torch.equal(stored, s) and stored.permute(1, 2, 0, 3).is_contiguous()
 
 
 @needs_triton
@@ -172,6 +186,8 @@ def test_lower_precision_inputs_keep_their_dtype(dtype):
     (lambda: (torch.randn(2, 4, 5, 5), torch.randn(4, 1, 3, 3), None, "torch", 3), ValueError, "sources must be 1"),
     (lambda: (torch.randn(2, 4, 5, 5), torch.randn(4, 1, 3, 3), None, "torch", 2, 3), ValueError,
      "consumers must be 1 or 2"),
+    (lambda: (torch.randn(2, 4, 5, 5), torch.randn(4, 1, 3, 3), None, "torch", 1, 1, True), ValueError,
+     "batch_second is a layout of the two sources"),
 ])
 def test_bad_arguments_name_the_problem(make, error, match):
     with pytest.raises(error, match=match):
@@ -186,32 +202,33 @@ def test_custom_op_passes_opcheck():
     weight, bias = (t.float().requires_grad_(True) for t in _params(3, 3, True))
     for b in (bias, None):
         for save_pre in (False, True):
-            for sources in (1, 2):
-                torch.library.opcheck(_fwd, (x, weight, b, save_pre, sources))
+            for sources, batch_second in ((1, False), (2, False), (2, True)):
+                torch.library.opcheck(_fwd, (x, weight, b, save_pre, sources, batch_second))
 
 
 @needs_triton
-@pytest.mark.parametrize("sources", [1, 2])
-def test_compile_fullgraph_traces_the_custom_op_and_matches_eager(sources):
+@pytest.mark.parametrize("sources, batch_second", LAYOUTS)
+def test_compile_fullgraph_traces_the_custom_op_and_matches_eager(sources, batch_second):
     x = torch.randn(2, 4, 6, 7, requires_grad=True)
     weight, bias = (t.float().requires_grad_(True) for t in _params(4, 3, True))
 
     def fn(x, w, b):
-        return depthwise_conv2d_silu(x[:, :, 1:], w, b, backend="triton", sources=sources).square().sum()
+        y = depthwise_conv2d_silu(x[:, :, 1:], w, b, backend="triton", sources=sources, batch_second=batch_second)
+        return y.square().sum()
 
     assert_compiled_matches_eager(fn, (x, weight, bias))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("sources", [1, 2])
-def test_triton_gpu_bf16_vmamba_t_stage1(sources):
+@pytest.mark.parametrize("sources, batch_second", LAYOUTS)
+def test_triton_gpu_bf16_vmamba_t_stage1(sources, batch_second):
     """VMamba-T's first SS2D conv (128, 96, 56, 56) in bf16 with fp32 weights, under autocast as in training."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(128, 96, 56, 56, device="cuda", generator=gen).bfloat16().requires_grad_(True)
     weight = (torch.randn(96, 1, 3, 3, device="cuda", generator=gen) / 3).requires_grad_(True)
     with torch.autocast("cuda", torch.bfloat16):
-        y = depthwise_conv2d_silu(x, weight, sources=sources)
+        y = depthwise_conv2d_silu(x, weight, sources=sources, batch_second=batch_second)
     leaves = [x.detach().float().requires_grad_(True), weight.detach().clone().requires_grad_(True)]
     y_ref = depthwise_conv2d_silu_ref(*leaves)
     y_ref = y_ref if sources == 1 else _spread_ref(y_ref)

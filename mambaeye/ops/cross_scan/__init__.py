@@ -52,22 +52,31 @@ def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dst
     projection (group k = direction k), which the triton kernels read in place. With ``force_fp32`` they are
     float32 copies; delta, B and C always get u's dtype (autocast may leave them mixed).
 
-    Both projections are broadcast matmuls, i.e. small GEMMs on views: no permuted copy of the result (as einsum
-    makes), and the weight gradients are reduced per (batch, sequence) before the sum over the batch - einsum's
-    one GEMM whose reduction runs over all B*L positions picks a slow kernel (9 ms on an H100 at VMamba-T's first
-    stage; benchmarks/NOTES.md). With ``kernels`` the dt projection's forward is a Triton kernel for half inputs
-    on CUDA (:mod:`.projection`); without, a matmul (the torch backend). ``u_src``: src's values as another
-    autograd output (``depthwise_conv2d_silu(..., consumers=2)``), which u is then a view of, so that u's and the
-    projection's gradients reach src's producer apart.
+    Where src is stored batch-second - as (S, D, B, L), each sequence's channel one row over the batch and
+    positions (``depthwise_conv2d_silu(..., batch_second=True)``) - both projections are plain matrix products over
+    all B * L positions at once, forward and backward, and u, delta, B and C are batch-second too (strided views;
+    the scan reads any batch and channel strides). Else they are broadcast matmuls over the batch, i.e. small GEMMs
+    on views: no permuted copy of the result (as einsum makes), and the weight gradients are reduced per (batch,
+    sequence) before the sum over the batch - einsum's one GEMM whose reduction runs over all B*L positions of a
+    batch-first src picks a slow kernel (9 ms on an H100 at VMamba-T's first stage; benchmarks/NOTES.md). With
+    ``kernels`` the dt projection's forward is a Triton kernel for half inputs on CUDA (:mod:`.projection`);
+    without, a matmul (the torch backend). ``u_src``: src's values as another autograd output
+    (``depthwise_conv2d_silu(..., consumers=2)``), which u is then a view of, so that u's and the projection's
+    gradients reach src's producer apart.
     """
     batch, n_src, dim, length = src.shape
     k, rank = dt_projs_weight.shape[0], dt_projs_weight.shape[2]
-    x_dbl = torch.matmul(x_proj_weight.reshape(n_src, -1, dim), src).view(batch, k, -1, length)  # (B, K, R+2N, L)
-    dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
     if u_src is not None and u_src.shape != src.shape:
         raise ValueError(f"scan_inputs: u_src must have src's shape {tuple(src.shape)}, got {tuple(u_src.shape)}")
     u = (src if u_src is None else u_src).view(batch, n_src * dim, length)
-    delta = dt_projection(dt_projs_weight, dts, backend="auto" if kernels else "torch")  # (B, K*D, L)
+    weight = x_proj_weight.reshape(n_src, -1, dim)
+    if batch > 1 and src.permute(1, 2, 0, 3).is_contiguous():  # batch-second: one GEMM a sequence, B*L long
+        rows = src.permute(1, 2, 0, 3).reshape(n_src, dim, batch * length)  # a view
+        x_dbl = torch.matmul(weight, rows).view(k, -1, batch, length).permute(2, 0, 1, 3)  # stored (K, R+2N, B, L)
+    else:
+        x_dbl = torch.matmul(weight, src).view(batch, k, -1, length)
+    dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)  # (B, K, R | N | N, L) views
+    delta = dt_projection(dt_projs_weight, dts, backend="auto" if kernels else "torch")  # (B, K*D, L), dts' layout
     if force_fp32:
         u, delta, Bs, Cs = _fp32(u), _fp32(delta), _fp32(Bs), _fp32(Cs)
     return u, delta.to(u.dtype), Bs.to(u.dtype), Cs.to(u.dtype)

@@ -15,6 +15,11 @@ directions (0, 2, 1, 3) - so the per-direction weights are re-ordered (small ten
 each source are one broadcast matmul. The merge sums each pair in its source's order and adds the column
 source back transposed; both layout moves (the column-major copy, the merge) are tiled kernels (:mod:`.grid`).
 Against the reference this writes one copy of x instead of K (none for K <= 2) and no re-ordered outputs.
+
+With the conv and K = 4, the conv writes the two sources batch-second - (2, D, B, L) memory, each source channel one
+row over the batch and positions - so that the per-direction projections are plain GEMMs over all B * L positions
+(:func:`..cross_scan.scan_inputs`); u, delta, B, C, the scan's outputs and all their gradients are then batch-second
+views too, which the scan and the merge read in place (both take any batch and channel strides).
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from . import scan_inputs
 from .grid import gather, spread
 
 __all__ = ["cross_scan_2d"]
+
+# Grids of more positions than this keep batch-first sources (the projections as broadcast matmuls over the batch).
+# H100, batch 128, bf16 (benchmarks/NOTES.md, tenth session of 2026-12-07): the projections' six products
+# batch-first / batch-second take 345 / 246 us at 14x14 and 522 / 119 at 7x7, but 398 / 1144 at 28x28 and 586 / 3892
+# at 56x56, where cuBLAS runs the weight gradients' GEMMs (a D x R output reduced over B*L) and the dt forward (a
+# reduction of R) far from their floor; the stage-1 layer's training step took 4.14 / 7.23 ms.
+BATCH_SECOND_MAX_LENGTH = 196
 
 
 def _source_major(t: Tensor) -> Tensor:
@@ -106,7 +118,9 @@ def _backward(ctx, dout, _dstates, bwd=None):
         raise RuntimeError("paired scan: the forward ran without saving its states (no input required grad)")
     if dout.stride(2) == 0:
         dout = dout[:, :, 0]
-    dout = dout.reshape(delta.shape[0], -1, delta.shape[2]).contiguous()
+    dout = dout.reshape(delta.shape[0], -1, delta.shape[2])
+    if dout.stride(-1) != 1:  # the scan reads rows contiguous along L, any batch and channel strides
+        dout = dout.contiguous()
     grads = (bwd or _bwd)(dout, u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, states)
     return (*grads, None, None)
 
@@ -166,7 +180,9 @@ def cross_scan_2d(
     u_src = None  # the scan's u: src itself, or (with the conv) src again as the conv's second output
     if n_src == 2 and conv_weight is not None:  # (B, 2, D, L): the grid row-major, then column-major
         # the projection's and the scan's gradients reach the conv's backward apart, summed in its SiLU pass
-        src, u_src = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend="triton", sources=2, consumers=2)
+        # batch-second sources: the projections become plain matrix products (scan_inputs)
+        src, u_src = depthwise_conv2d_silu(x, conv_weight, conv_bias, backend="triton", sources=2, consumers=2,
+                                           batch_second=batch > 1 and length <= BATCH_SECOND_MAX_LENGTH)
     elif n_src == 2:
         src = spread(x, 2, 1).view(batch, 2, dim, length)
     else:

@@ -63,27 +63,32 @@ def _tile_offsets(H: tl.constexpr, W: tl.constexpr, n_th, n_tw, n_planes, BLOCK_
 
 
 @triton.jit
-def _gather_kernel(s_ptr, s2_ptr, pre_ptr, y_ptr, dim, n_th, n_tw, n_planes, H: tl.constexpr, W: tl.constexpr,
-                   S: tl.constexpr, R: tl.constexpr, SILU_GRAD: tl.constexpr, TWO_INPUTS: tl.constexpr,
-                   DT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+def _gather_kernel(s_ptr, s2_ptr, pre_ptr, y_ptr, dim, n_th, n_tw, n_planes, ps_b, ps_s, ps_r, ps_d, ps2_b, ps2_s,
+                   ps2_r, ps2_d, H: tl.constexpr, W: tl.constexpr, S: tl.constexpr, R: tl.constexpr,
+                   SILU_GRAD: tl.constexpr, TWO_INPUTS: tl.constexpr, DT: tl.constexpr, BLOCK_P: tl.constexpr,
+                   BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """SILU_GRAD: the sum times SiLU's derivative at pre (B, D, H, W) - the gradient before a SiLU whose output
-    was spread (:func:`gather_silu_grad`). TWO_INPUTS: s2 (laid out as s) is summed too."""
+    was spread (:func:`gather_silu_grad`). TWO_INPUTS: s2 (s's shape) is summed too. ps_* / ps2_*: s's and s2's
+    (batch, source, copy, channel) strides in planes of H * W elements (a constant: the compiler knows the
+    planes' alignment, whatever the layout)."""
     bd, row, row_mask, col, col_mask = _tile_offsets(H, W, n_th, n_tw, n_planes, BLOCK_P, BLOCK_H, BLOCK_W)
     b, d = bd // dim, bd % dim
     length = H * W
     acc = tl.zeros((BLOCK_P, BLOCK_H, BLOCK_W), dtype=DT)
     for r in tl.static_range(R):
-        at = (((b * S + 0) * R + r) * dim + d) * length
+        at = (b * ps_b + r * ps_r + d * ps_d) * length
         acc += tl.load(s_ptr + at[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
         if TWO_INPUTS:
-            acc += tl.load(s2_ptr + at[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
+            at2 = (b * ps2_b + r * ps2_r + d * ps2_d) * length
+            acc += tl.load(s2_ptr + at2[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
     if S == 2:
         acc_t = tl.zeros((BLOCK_P, BLOCK_W, BLOCK_H), dtype=DT)
         for r in tl.static_range(R):
-            at = (((b * S + 1) * R + r) * dim + d) * length
+            at = (b * ps_b + ps_s + r * ps_r + d * ps_d) * length
             acc_t += tl.load(s_ptr + at[:, None, None] + col, mask=col_mask, other=0.0).to(DT)
             if TWO_INPUTS:
-                acc_t += tl.load(s2_ptr + at[:, None, None] + col, mask=col_mask, other=0.0).to(DT)
+                at2 = (b * ps2_b + ps2_s + r * ps2_r + d * ps2_d) * length
+                acc_t += tl.load(s2_ptr + at2[:, None, None] + col, mask=col_mask, other=0.0).to(DT)
         acc += tl.permute(acc_t, (0, 2, 1))
     if SILU_GRAD:  # d silu(p) / dp = sigmoid(p) (1 + p (1 - sigmoid(p))), as aten.silu_backward
         p = tl.load(pre_ptr + (bd * length)[:, None, None] + row, mask=row_mask, other=0.0).to(DT)
@@ -120,16 +125,40 @@ def _config(planes: int, height: int, width: int) -> tuple[tuple[int], dict]:
     return grid, dict(n_th=n_th, n_tw=n_tw, n_planes=planes, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w)
 
 
+def _plane_strides(t: Tensor) -> tuple[int, ...] | None:
+    """The strides of t (..., H * W) in whole planes (rows of H * W contiguous elements) - its layout as the
+    kernels address it; None where a plane is not contiguous or does not start at a multiple of H * W."""
+    length = t.shape[-1]
+    if t.stride(-1) != 1 and length > 1:
+        return None
+    strides = [st if n > 1 else 0 for n, st in zip(t.shape[:-1], t.stride()[:-1], strict=True)]
+    if any(st % length for st in strides):
+        return None
+    return tuple(st // length for st in strides)
+
+
+def _planes(t: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """(t or a contiguous copy where its planes are not whole rows, its plane strides)."""
+    strides = _plane_strides(t)
+    if strides is None:
+        t = t.contiguous()
+        strides = _plane_strides(t)
+    return t, strides
+
+
 def _gather_impl(s: Tensor, height: int, width: int, pre: Tensor | None = None, s2: Tensor | None = None) -> Tensor:
-    """gather(s) (of s + s2 where s2 is given, s's shape); with ``pre`` (B, D, H, W, contiguous) times SiLU's
-    derivative at pre, in pre's dtype."""
+    """gather(s) (of s + s2 where s2 is given, s's shape; either in any layout of whole planes, e.g. batch-second);
+    with ``pre`` (B, D, H, W, contiguous) times SiLU's derivative at pre, in pre's dtype."""
     batch, sources, copies, dim, _ = s.shape
-    s = s.contiguous()
-    s2 = s2.contiguous() if s2 is not None else None
+    two_inputs = s2 is not None
+    s, s_strides = _planes(s)
+    s2, s2_strides = _planes(s2) if two_inputs else (s, s_strides)
     y = s.new_empty(batch, dim, height, width, dtype=pre.dtype if pre is not None else s.dtype)
     grid, tiles = _config(batch * dim, height, width)
-    _gather_kernel[grid](s, s2 if s2 is not None else s, pre if pre is not None else s, y, dim, H=height, W=width,
-                         **tiles, S=sources, R=copies, SILU_GRAD=pre is not None, TWO_INPUTS=s2 is not None,
+    strides = dict(zip(("ps_b", "ps_s", "ps_r", "ps_d", "ps2_b", "ps2_s", "ps2_r", "ps2_d"),
+                       (*s_strides, *s2_strides), strict=True))
+    _gather_kernel[grid](s, s2, pre if pre is not None else s, y, dim, **strides, **tiles, H=height, W=width,
+                         S=sources, R=copies, SILU_GRAD=pre is not None, TWO_INPUTS=two_inputs,
                          DT=compute_dtype(s)[1], num_warps=4)
     return y
 

@@ -11,6 +11,13 @@ comes back in the weight's dtype, summed over the batch in float32. The Triton p
 op (fake and autograd registered) so ``torch.compile(fullgraph=True)`` traces it; eager calls go through an
 autograd.Function over the same launcher (no dispatcher cost a call).
 
+Batch-second dts - stored as (K, R, B, L), each direction's rank row one contiguous row over all images and positions
+(a view of the cross-scan's batch-second x_proj output, :func:`mambaeye.ops.cross_scan.scan_inputs`) - give a
+batch-second delta, stored (K*D, B, L), and both layouts' products become plain matrix products over the B*L
+positions: the matmul path's forward and every backward are then K GEMMs instead of K * B, and the weight gradient
+needs no sum over a (B, K, D, R) batch of partial products (it is one GEMM's float32 accumulation, rounded once to
+dts' dtype, where the batch-first one sums B rounded partial products in float32).
+
 Triton's CPU interpreter (3.8) computes bfloat16 ``tl.dot`` wrongly, so on CPU (TRITON_INTERPRET=1, the tests)
 only float16 takes the kernel.
 """
@@ -31,13 +38,26 @@ _HALF = (torch.float16, torch.bfloat16)
 def _fwd(weight: Tensor, dts: Tensor) -> Tensor:
     from .triton_projection import dt_projection_fwd
 
-    return dt_projection_fwd(weight, dts)
+    return dt_projection_fwd(weight, dts, _is_batch_second(dts))
 
 
 @_fwd.register_fake
 def _fwd_fake(weight, dts):
     batch, k, _, length = dts.shape
+    if _is_batch_second(dts):
+        return dts.new_empty(k * weight.shape[1], batch, length).transpose(0, 1)
     return dts.new_empty(batch, k * weight.shape[1], length)
+
+
+def _is_batch_second(dts: Tensor) -> bool:
+    """Whether dts (B, K, R, L) is stored with each (direction, rank) row one contiguous row over (B, L)."""
+    return dts.shape[0] > 1 and dts.shape[3] > 1 and dts.stride(3) == 1 and dts.stride(0) == dts.shape[3]
+
+
+def _rows(t: Tensor) -> Tensor:
+    """t (B, *C, L) -> (*C, B*L): a view where t is stored batch-second, else a copy."""
+    batch, length = t.shape[0], t.shape[-1]
+    return t.movedim(0, -2).reshape(*t.shape[1:-1], batch * length)
 
 
 def _setup_context(ctx, inputs, output):
@@ -46,7 +66,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     weight, dts = ctx.saved_tensors
-    batch, k, _, length = dts.shape
+    batch, k, rank, length = dts.shape
+    if _is_batch_second(dts):  # K GEMMs over all B*L positions; ddts batch-second as dts
+        dy_rows = _rows(dy).view(k, weight.shape[1], batch * length)  # a view of a batch-second dy
+        ddts = torch.bmm(weight.to(dts.dtype).transpose(1, 2), dy_rows).view(k, rank, batch, length)
+        dweight = torch.bmm(dy_rows, _rows(dts).transpose(1, 2))  # (K, D, R)
+        return dweight.to(weight.dtype), ddts.permute(2, 0, 1, 3)
     dy = dy.reshape(batch, k, weight.shape[1], length)  # the custom op may get a non-contiguous dy
     ddts = torch.matmul(weight.to(dts.dtype).transpose(1, 2), dy)  # (B, K, R, L)
     dweight = torch.matmul(dy, dts.transpose(2, 3)).sum(0, dtype=torch.float32)  # (K, D, R)
@@ -63,7 +88,7 @@ class _DtProjectionFunction(torch.autograd.Function):
     def forward(ctx, weight, dts):
         from .triton_projection import dt_projection_fwd
 
-        y = dt_projection_fwd(weight, dts)
+        y = dt_projection_fwd(weight, dts, _is_batch_second(dts))
         _setup_context(ctx, (weight, dts), y)
         return y
 
@@ -82,8 +107,8 @@ def _use_kernel(dts: Tensor) -> bool:
 
 def dt_projection(weight: Tensor, dts: Tensor, backend: str = "auto") -> Tensor:
     """weight (K, D, R), dts (B, K, R, L) -> (B, K*D, L): ``torch.matmul(weight, dts)`` with the directions
-    stacked along the channels. ``backend``: "auto" (the Triton kernel where it applies, see the module
-    docstring) or "torch" (always the matmul)."""
+    stacked along the channels; batch-second (stored (K*D, B, L)) where dts is (see the module docstring).
+    ``backend``: "auto" (the Triton kernel where it applies) or "torch" (always the matmul)."""
     if weight.dim() != 3 or dts.dim() != 4 or dts.shape[1] != weight.shape[0] or dts.shape[2] != weight.shape[2]:
         raise ValueError(f"dt_projection: expected weight (K, D, R) and dts (B, K, R, L), got {tuple(weight.shape)} "
                          f"and {tuple(dts.shape)}")
@@ -91,6 +116,9 @@ def dt_projection(weight: Tensor, dts: Tensor, backend: str = "auto") -> Tensor:
         raise ValueError(f"dt_projection: backend must be 'auto' or 'torch', got {backend!r}")
     batch, k, _, length = dts.shape
     if backend == "torch" or not _use_kernel(dts) or dts.numel() == 0 or weight.device != dts.device:
+        if _is_batch_second(dts):  # K GEMMs over (B*L) positions, autograd's backward K GEMMs too
+            y = torch.matmul(weight, _rows(dts))  # (K, D, B*L)
+            return y.view(k * weight.shape[1], batch, length).transpose(0, 1)
         return torch.matmul(weight, dts).view(batch, k * weight.shape[1], length)
     if dts.stride(3) != 1:
         dts = dts.contiguous()

@@ -20,7 +20,7 @@ from torch import Tensor
 
 
 @triton.jit
-def _dt_projection_kernel(w_ptr, x_ptr, y_ptr, dim, rank, length, n_lblocks, sx_b, sx_k, sx_r, sy_b,
+def _dt_projection_kernel(w_ptr, x_ptr, y_ptr, dim, rank, length, n_lblocks, sx_b, sx_k, sx_r, sy_b, sy_c,
                           BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr):
     pid = tl.program_id(0)
     k = tl.program_id(1)
@@ -36,7 +36,7 @@ def _dt_projection_kernel(w_ptr, x_ptr, y_ptr, dim, rank, length, n_lblocks, sx_
     x = tl.load(x_ptr + b * sx_b + k * sx_k + offs_r[:, None] * sx_r + offs_l[None, :],
                 mask=r_mask[:, None] & l_mask[None, :], other=0.0)  # (BR, BL)
     y = tl.dot(w, x)  # (BD, BL) float32
-    rows = (k * dim + offs_d).to(tl.int64) * length
+    rows = (k * dim + offs_d).to(tl.int64) * sy_c
     tl.store(y_ptr + b * sy_b + rows[:, None] + offs_l[None, :], y.to(y_ptr.dtype.element_ty),
              mask=d_mask[:, None] & l_mask[None, :])
 
@@ -47,17 +47,20 @@ def _config(length: int) -> tuple[int, int]:
     return (32, 256) if length >= 512 else (64, 64)
 
 
-def dt_projection_fwd(weight: Tensor, dts: Tensor) -> Tensor:
+def dt_projection_fwd(weight: Tensor, dts: Tensor, batch_second: bool = False) -> Tensor:
     """weight (K, D, R) contiguous, dts (B, K, R, L) float16/bfloat16 with L contiguous -> (B, K*D, L) in dts'
-    dtype."""
+    dtype, contiguous or with ``batch_second`` stored as (K*D, B, L)."""
     batch, k, rank, length = dts.shape
     dim = weight.shape[1]
-    y = torch.empty(batch, k * dim, length, device=dts.device, dtype=dts.dtype)
+    if batch_second:
+        y = torch.empty(k * dim, batch, length, device=dts.device, dtype=dts.dtype).transpose(0, 1)
+    else:
+        y = torch.empty(batch, k * dim, length, device=dts.device, dtype=dts.dtype)
     block_d, block_l = _config(length)
     n_lblocks = triton.cdiv(length, block_l)
     grid = (triton.cdiv(dim, block_d) * n_lblocks, k, batch)
     _dt_projection_kernel[grid](
         weight, dts, y, dim, rank, length, n_lblocks, dts.stride(0), dts.stride(1), dts.stride(2), y.stride(0),
-        BLOCK_D=block_d, BLOCK_L=block_l, BLOCK_R=max(16, triton.next_power_of_2(rank)), num_warps=4,
+        y.stride(1), BLOCK_D=block_d, BLOCK_L=block_l, BLOCK_R=max(16, triton.next_power_of_2(rank)), num_warps=4,
     )
     return y

@@ -39,25 +39,32 @@ def depthwise_conv2d_silu_ref(x: Tensor, weight: Tensor, bias: Tensor | None = N
     return F.silu(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1]))
 
 
-def _spread_ref(y: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B, 2, C, H * W): y row-major, then column-major (``grid.spread(y, 2, 1)`` in PyTorch)."""
+def _spread_ref(y: Tensor, batch_second: bool = False) -> Tensor:
+    """(B, C, H, W) -> (B, 2, C, H * W): y row-major, then column-major (``grid.spread(y, 2, 1)`` in PyTorch),
+    stored as (2, C, B, H * W) with ``batch_second``."""
+    if batch_second:
+        stored = torch.stack([y.flatten(2), y.transpose(2, 3).flatten(2)]).transpose(1, 2).contiguous()
+        return stored.permute(2, 0, 1, 3)  # (2, C, B, H * W) -> (B, 2, C, H * W)
     return torch.stack([y.flatten(2), y.transpose(2, 3).flatten(2)], 1)
 
 
 # torch.library registration. save_pre: also return the convolution before the SiLU (when a backward will
 # follow: saving it costs one write, recomputing it in the backward a whole convolution); else an empty tensor.
-# sources: 1 (the map) or 2 (the map row-major and column-major, see depthwise_conv2d_silu).
+# sources: 1 (the map) or 2 (the map row-major and column-major, see depthwise_conv2d_silu); batch_second: the
+# two sources' layout (triton_dwconv.sources_empty).
 @torch.library.custom_op("mambaeye::depthwise_conv2d_silu_fwd", mutates_args=())
-def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool, sources: int) -> tuple[Tensor, Tensor]:
+def _fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool, sources: int,
+         batch_second: bool) -> tuple[Tensor, Tensor]:
     from .triton_dwconv import dwconv_silu_fwd
 
-    return dwconv_silu_fwd(x, weight, bias, save_pre, sources)
+    return dwconv_silu_fwd(x, weight, bias, save_pre, sources, batch_second)
 
 
 @_fwd.register_fake
-def _fwd_fake(x, weight, bias, save_pre, sources):
-    batch, channels, height, width = x.shape
-    y = x.new_empty(x.shape) if sources == 1 else x.new_empty(batch, 2, channels, height * width)
+def _fwd_fake(x, weight, bias, save_pre, sources, batch_second):
+    from .triton_dwconv import sources_empty
+
+    y = x.new_empty(x.shape) if sources == 1 else sources_empty(x, batch_second)
     return y, (x.new_empty(x.shape) if save_pre else y.new_empty(0))
 
 
@@ -81,7 +88,7 @@ def _bwd_impl(dpre, x, weight, bias):
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, _, sources = inputs
+    x, weight, bias, _, sources, _ = inputs
     ctx.has_bias, ctx.sources = bias is not None, sources
     ctx.save_for_backward(x, weight, bias, output[1])
 
@@ -108,7 +115,7 @@ def _backward(ctx, dy, _dpre=None, bwd=None, dy2=None):
         dy = dy + dy2 if dy2 is not None else dy
         dpre = torch.ops.aten.silu_backward(dy.to(pre.dtype), pre).contiguous()  # one kernel, as autograd's SiLU
     dx, dw, db = (bwd or _bwd)(dpre, x, weight, bias if ctx.has_bias else None)
-    return dx, dw, (db if ctx.has_bias else None), None, None
+    return dx, dw, (db if ctx.has_bias else None), None, None, None
 
 
 _fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -121,11 +128,11 @@ class _DwConvSiluFunction(torch.autograd.Function):
     derivative, instead of by autograd first (one more read and write of both)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, save_pre, sources, consumers):
+    def forward(ctx, x, weight, bias, save_pre, sources, batch_second, consumers):
         from .triton_dwconv import dwconv_silu_fwd
 
-        y, pre = dwconv_silu_fwd(x, weight, bias, save_pre, sources)
-        _setup_context(ctx, (x, weight, bias, save_pre, sources), (y, pre))
+        y, pre = dwconv_silu_fwd(x, weight, bias, save_pre, sources, batch_second)
+        _setup_context(ctx, (x, weight, bias, save_pre, sources, batch_second), (y, pre))
         ctx.mark_non_differentiable(pre)
         return (y, pre) if consumers == 1 else (y, y.view_as(y), pre)
 
@@ -158,7 +165,8 @@ def _check_inputs(x, weight, bias) -> None:
 
 
 def depthwise_conv2d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None, backend: str = "auto",
-                          sources: int = 1, consumers: int = 1) -> Tensor | tuple[Tensor, Tensor]:
+                          sources: int = 1, consumers: int = 1,
+                          batch_second: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """silu(depthwise conv2d(x, weight, bias)) with zero padding K // 2 (same size out): x (B, C, H, W), weight
     (C, 1, K, K) with K odd, bias (C,) or None; returns (B, C, H, W) in x's dtype (contiguous from the triton
     backend, which reads x in place when H, W are contiguous and copies it first otherwise). ``backend``: "auto",
@@ -167,7 +175,9 @@ def depthwise_conv2d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     ``sources=2`` returns (B, 2, C, H * W) instead: the output row-major, then column-major - the two sources of
     VMamba's fused cross-scan (``mambaeye.ops.cross_scan.grid.spread(y, 2, 1)``), written by the conv's own pass
     (no (B, C, H, W) output written and read back), with the backward's sum of the two sources fused into SiLU's
-    derivative.
+    derivative. With ``batch_second`` the two sources are stored as (2, C, B, H * W) (the returned (B, 2, C, H * W)
+    is a permuted view: every source channel one contiguous row over the batch, so that the cross-scan's
+    per-direction projections are plain matrix products; :func:`mambaeye.ops.cross_scan.scan_inputs`).
 
     ``consumers=2`` returns the output twice, ``(y, y_again)`` (the same memory), for two consumers: the eager
     triton path gets their gradients apart and sums them in its own backward pass - with ``sources=2`` in the one
@@ -179,17 +189,19 @@ def depthwise_conv2d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                          f"got {sources!r}")
     if consumers not in (1, 2):
         raise ValueError(f"depthwise_conv2d_silu: consumers must be 1 or 2, got {consumers!r}")
+    if batch_second and sources != 2:
+        raise ValueError("depthwise_conv2d_silu: batch_second is a layout of the two sources; it needs sources=2")
     if _resolve_backend(backend, x) != "triton" or x.numel() == 0:
         y = depthwise_conv2d_silu_ref(x, weight, bias)
-        y = y if sources == 1 else _spread_ref(y)
+        y = y if sources == 1 else _spread_ref(y, batch_second)
     else:
         if x.stride(3) != 1 or x.stride(2) != x.shape[3]:
             x = x.contiguous()
         weight = weight.contiguous()
         save_pre = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
         if _through_custom_op(x):
-            y = _fwd(x, weight, bias, save_pre, sources)[0]
+            y = _fwd(x, weight, bias, save_pre, sources, batch_second)[0]
         else:
-            outputs = _DwConvSiluFunction.apply(x, weight, bias, save_pre, sources, consumers)
+            outputs = _DwConvSiluFunction.apply(x, weight, bias, save_pre, sources, batch_second, consumers)
             return outputs[0] if consumers == 1 else outputs[:2]
     return y if consumers == 1 else (y, y)

@@ -36,13 +36,15 @@ TILE = 1024  # outputs a program: 8 a thread at 4 warps (4096 spilled: 32 output
 
 
 @triton.jit
-def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channels, n_hblocks, sx_b, sx_c, row_len,
-                            col_len, height: tl.constexpr, width: tl.constexpr, K: tl.constexpr,
+def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channels, n_hblocks, sx_b, sx_c, py_b,
+                            py_s, py_c, row_len, col_len, height: tl.constexpr, width: tl.constexpr, K: tl.constexpr,
                             HAS_BIAS: tl.constexpr, SAVE_PRE: tl.constexpr, SOURCES: tl.constexpr,
                             ROW_VECTORS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
                             BLOCK_W: tl.constexpr, DT: tl.constexpr):
     """SOURCES 1: y (B, C, H, W). SOURCES 2: y (B, 2, C, H * W), the map row-major and column-major (the fused
     cross-scan's two sources, :func:`mambaeye.ops.cross_scan.grid.spread`), written from the same registers.
+    py_b, py_s, py_c: y's batch, source and channel strides in planes (of H * W elements: a constant, so that the
+    compiler knows the planes' alignment).
 
     ROW_VECTORS: addresses use the constant width and height, so aligned rows are accessed in vectors (the layout
     puts up to 8 consecutive elements in a thread); else they use the runtime row_len (= width) and col_len
@@ -80,13 +82,12 @@ def _dwconv_silu_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pre_ptr, planes, channel
     if SAVE_PRE:  # pre is contiguous (B, C, H, W)
         tl.store(pre_ptr + (offs_p.to(tl.int64) * (height * width))[:, None, None] + rows,
                  acc.to(pre_ptr.dtype.element_ty), mask=mask)
-    # plane (b, c) of source s in y: (b * SOURCES + s) * C + c
-    y_plane = y_ptr + ((b * SOURCES * channels + c) * (height * width))[:, None, None]
+    y_plane = y_ptr + ((b * py_b + c.to(tl.int64) * py_c) * (height * width))[:, None, None]
     tl.store(y_plane + rows, y, mask=mask)
     if SOURCES == 2:  # column-major: element (i, j) at j * H + i, the tile transposed in registers
         cols = offs_w[None, :, None] * col_len + offs_h[None, None, :]  # (1, BLOCK_W, BLOCK_H)
         col_mask = p_ok[:, None, None] & (offs_w < width)[None, :, None] & (offs_h < height)[None, None, :]
-        tl.store(y_plane + channels * (height * width) + cols, tl.permute(y, (0, 2, 1)), mask=col_mask)
+        tl.store(y_plane + py_s.to(tl.int64) * (height * width) + cols, tl.permute(y, (0, 2, 1)), mask=col_mask)
 
 
 @triton.jit
@@ -161,25 +162,39 @@ def _row_vectors(width: int, element_size: int) -> bool:
     return (width * element_size) % 8 == 0
 
 
+def sources_empty(x: Tensor, batch_second: bool) -> Tensor:
+    """An uninitialised (B, 2, C, H * W) for the two sources of x (B, C, H, W), in x's dtype: contiguous, or with
+    ``batch_second`` stored as (2, C, B, H * W) (each source's channel one row over the batch and positions)."""
+    batch, channels, height, width = x.shape
+    if batch_second:
+        return x.new_empty(2, channels, batch, height * width).permute(2, 0, 1, 3)
+    return x.new_empty(batch, 2, channels, height * width)
+
+
 def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool,
-                    sources: int = 1) -> tuple[Tensor, Tensor]:
+                    sources: int = 1, batch_second: bool = False) -> tuple[Tensor, Tensor]:
     """x (B, C, H, W) with H, W contiguous, weight (C, 1, K, K) contiguous, bias (C,) or None -> (silu(depthwise
-    conv with zero padding K // 2), the conv itself when ``save_pre`` else an empty tensor), both contiguous in
-    x's dtype: y (B, C, H, W), or with ``sources`` 2 (B, 2, C, H * W) - y row-major, then column-major (as
-    ``spread(y, 2, 1)``); pre (B, C, H, W)."""
+    conv with zero padding K // 2), the conv itself when ``save_pre`` else an empty tensor), in x's dtype: y
+    (B, C, H, W) contiguous, or with ``sources`` 2 (B, 2, C, H * W) - y row-major, then column-major (as
+    ``spread(y, 2, 1)``), laid out by :func:`sources_empty`; pre (B, C, H, W) contiguous."""
     batch, channels, height, width = x.shape
     _, DT = compute_dtype(x)
     if sources not in (1, 2):
         raise ValueError(f"dwconv_silu_fwd: sources must be 1 or 2, got {sources}")
-    shape = (batch, channels, height, width) if sources == 1 else (batch, 2, channels, height * width)
-    y = torch.empty(shape, device=x.device, dtype=x.dtype)
+    if sources == 1:
+        y = torch.empty(batch, channels, height, width, device=x.device, dtype=x.dtype)
+        plane_strides = (channels, 0, 1)
+    else:
+        y = sources_empty(x, batch_second)
+        plane_strides = tuple(y.stride(i) // (height * width) for i in range(3))
     pre = torch.empty_like(x, memory_format=torch.contiguous_format) if save_pre else y.new_empty(0)
     block_p, block_h, block_w, n_hblocks, programs = _config(batch * channels, height, width)
     _dwconv_silu_fwd_kernel[(programs,)](
         x, weight, bias if bias is not None else weight, y, pre, batch * channels, channels, n_hblocks, x.stride(0),
-        x.stride(1), width, height, height=height, width=width, K=weight.shape[-1], HAS_BIAS=bias is not None,
-        SAVE_PRE=save_pre, SOURCES=sources, ROW_VECTORS=_row_vectors(width, x.element_size()), BLOCK_P=block_p,
-        BLOCK_H=block_h, BLOCK_W=block_w, DT=DT, num_warps=4,
+        x.stride(1), *plane_strides, width, height, height=height, width=width, K=weight.shape[-1],
+        HAS_BIAS=bias is not None, SAVE_PRE=save_pre, SOURCES=sources,
+        ROW_VECTORS=_row_vectors(width, x.element_size()), BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT,
+        num_warps=4,
     )
     return y, pre
 
