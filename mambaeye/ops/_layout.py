@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["empty_like", "is_batch_second", "strides_by_vector", "to_batch_second"]
+__all__ = ["empty", "empty_like", "is_batch_second", "strides_by_vector", "to_batch_second"]
 
 
 def is_batch_second(x: Tensor) -> bool:
@@ -23,12 +23,24 @@ def is_batch_second(x: Tensor) -> bool:
     return x.dim() >= 2 and x.transpose(0, 1).is_contiguous()
 
 
+def empty(shape: tuple[int, ...] | torch.Size, *, dtype: torch.dtype, device: torch.device, batch_second: bool,
+          channel_dims: int = 1) -> Tensor:
+    """An uninitialised (B, *channels, *positions) tensor, ``channels = shape[1:1 + channel_dims]``: contiguous, or
+    with ``batch_second`` stored as (*channels, B, *positions) - each channel one contiguous row over all images and
+    positions. The one allocator of the layout: maps (B, C, H, W), a scan's rows (B, D, L) and the cross-scan's
+    two sources (B, 2, C, L) with ``channel_dims=2``."""
+    if not batch_second:
+        return torch.empty(shape, dtype=dtype, device=device)
+    batch, channels = shape[0], tuple(shape[1:1 + channel_dims])
+    stored = torch.empty(*channels, batch, *shape[1 + channel_dims:], dtype=dtype, device=device)
+    return stored.movedim(channel_dims, 0)
+
+
 def empty_like(x: Tensor, dtype: torch.dtype, batch_second: bool = False) -> Tensor:
     """``torch.empty_like(x, dtype=dtype)`` (x's layout where x is dense), or with ``batch_second`` the same shape
     stored batch-second whatever x's layout."""
     if batch_second:
-        batch, channels, *spatial = x.shape
-        return torch.empty(channels, batch, *spatial, dtype=dtype, device=x.device).transpose(0, 1)
+        return empty(x.shape, dtype=dtype, device=x.device, batch_second=True)
     return torch.empty_like(x, dtype=dtype)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._layout import empty
 from ..selective_scan import _through_custom_op, _triton_importable, _triton_interpreted
 
 __all__ = ["dt_projection"]
@@ -44,9 +45,8 @@ def _fwd(weight: Tensor, dts: Tensor) -> Tensor:
 @_fwd.register_fake
 def _fwd_fake(weight, dts):
     batch, k, _, length = dts.shape
-    if _is_batch_second(dts):
-        return dts.new_empty(k * weight.shape[1], batch, length).transpose(0, 1)
-    return dts.new_empty(batch, k * weight.shape[1], length)
+    return empty((batch, k * weight.shape[1], length), dtype=dts.dtype, device=dts.device,
+                 batch_second=_is_batch_second(dts))
 
 
 def _is_batch_second(dts: Tensor) -> bool:

@@ -13,10 +13,11 @@ only R = 6..48 long: 3x slower on an H100 (benchmarks/NOTES.md).
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from .._layout import empty
 
 
 @triton.jit
@@ -52,10 +53,7 @@ def dt_projection_fwd(weight: Tensor, dts: Tensor, batch_second: bool = False) -
     dtype, contiguous or with ``batch_second`` stored as (K*D, B, L)."""
     batch, k, rank, length = dts.shape
     dim = weight.shape[1]
-    if batch_second:
-        y = torch.empty(k * dim, batch, length, device=dts.device, dtype=dts.dtype).transpose(0, 1)
-    else:
-        y = torch.empty(batch, k * dim, length, device=dts.device, dtype=dts.dtype)
+    y = empty((batch, k * dim, length), dtype=dts.dtype, device=dts.device, batch_second=batch_second)
     block_d, block_l = _config(length)
     n_lblocks = triton.cdiv(length, block_l)
     grid = (triton.cdiv(dim, block_d) * n_lblocks, k, batch)

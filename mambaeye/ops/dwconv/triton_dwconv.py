@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._layout import empty
 from ..selective_scan.triton_scan import compute_dtype
 
 TILE = 1024  # outputs a program: 8 a thread at 4 warps (4096 spilled: 32 outputs x 9 taps in flight)
@@ -166,9 +167,8 @@ def sources_empty(x: Tensor, batch_second: bool) -> Tensor:
     """An uninitialised (B, 2, C, H * W) for the two sources of x (B, C, H, W), in x's dtype: contiguous, or with
     ``batch_second`` stored as (2, C, B, H * W) (each source's channel one row over the batch and positions)."""
     batch, channels, height, width = x.shape
-    if batch_second:
-        return x.new_empty(2, channels, batch, height * width).permute(2, 0, 1, 3)
-    return x.new_empty(batch, 2, channels, height * width)
+    return empty((batch, 2, channels, height * width), dtype=x.dtype, device=x.device, batch_second=batch_second,
+                 channel_dims=2)
 
 
 def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bool,
