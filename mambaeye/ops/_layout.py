@@ -27,8 +27,8 @@ def empty(shape: tuple[int, ...] | torch.Size, *, dtype: torch.dtype, device: to
           channel_dims: int = 1) -> Tensor:
     """An uninitialised (B, *channels, *positions) tensor, ``channels = shape[1:1 + channel_dims]``: contiguous, or
     with ``batch_second`` stored as (*channels, B, *positions) - each channel one contiguous row over all images and
-    positions. The one allocator of the layout: maps (B, C, H, W), a scan's rows (B, D, L) and the cross-scan's
-    two sources (B, 2, C, L) with ``channel_dims=2``."""
+    positions. The one allocator of the layout: channel-first maps (B, C, *S), and the cross-scan's two sources
+    (B, 2, C, L) with ``channel_dims=2``."""
     if not batch_second:
         return torch.empty(shape, dtype=dtype, device=device)
     batch, channels = shape[0], tuple(shape[1:1 + channel_dims])
