@@ -16,10 +16,11 @@ each source are one broadcast matmul. The merge sums each pair in its source's o
 source back transposed; both layout moves (the column-major copy, the merge) are tiled kernels (:mod:`.grid`).
 Against the reference this writes one copy of x instead of K (none for K <= 2) and no re-ordered outputs.
 
-With the conv and K = 4, the conv writes the two sources batch-second - (2, D, B, L) memory, each source channel one
-row over the batch and positions - so that the per-direction projections are plain GEMMs over all B * L positions
-(:func:`..cross_scan.scan_inputs`); u, delta, B, C, the scan's outputs and all their gradients are then batch-second
-views too, which the scan and the merge read in place (both take any batch and channel strides).
+With the conv and K = 4, on grids of at most ``BATCH_SECOND_MAX_LENGTH`` positions, the conv writes the two sources
+batch-second - (2, D, B, L) memory, each source channel one row over the batch and positions - so that the
+per-direction projections are plain GEMMs over all B * L positions (:func:`..cross_scan.scan_inputs`); u, delta,
+B, C, the scan's outputs and all their gradients are then batch-second views too, which the scan and the merge read
+in place (both take any batch and channel strides). Larger grids keep batch-first sources (see the constant).
 """
 
 from __future__ import annotations
