@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["empty", "empty_like", "is_batch_second", "strides_by_vector", "to_batch_second"]
+__all__ = ["batch_rows", "empty", "empty_like", "is_batch_second", "plane_strides", "strides_by_vector",
+           "to_batch_second"]
 
 
 def is_batch_second(x: Tensor) -> bool:
@@ -42,6 +43,26 @@ def empty_like(x: Tensor, dtype: torch.dtype, batch_second: bool = False) -> Ten
     if batch_second:
         return empty(x.shape, dtype=dtype, device=x.device, batch_second=True)
     return torch.empty_like(x, dtype=dtype)
+
+
+def batch_rows(t: Tensor) -> Tensor:
+    """t (B, *C, L) -> (*C, B*L), each channel's values over all images and positions one row: a view where t is
+    stored batch-second ((*C, B, L) memory), else a copy. A Linear over the channels is then one matrix product."""
+    batch, length = t.shape[0], t.shape[-1]
+    return t.movedim(0, -2).reshape(*t.shape[1:-1], batch * length)
+
+
+def plane_strides(t: Tensor) -> tuple[int, ...] | None:
+    """The strides of t (..., L) in whole planes (rows of L contiguous elements; 0 for dimensions of size 1) - its
+    layout as the kernels that address planes take it, the plane size a compile-time constant; None where a plane
+    is not contiguous or does not start at a multiple of L."""
+    length = t.shape[-1]
+    if t.stride(-1) != 1 and length > 1:
+        return None
+    strides = [st if n > 1 else 0 for n, st in zip(t.shape[:-1], t.stride()[:-1], strict=True)]
+    if any(st % length for st in strides):
+        return None
+    return tuple(st // length for st in strides)
 
 
 def to_batch_second(x: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layout import to_batch_second
+from .._layout import batch_rows, to_batch_second
 from ..dwconv import depthwise_conv2d_silu
 from ..layer_norm import layer_norm_channel_first
 from ..selective_scan import _resolve_backend, selective_scan
@@ -71,8 +71,8 @@ def scan_inputs(src: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dst
     u = (src if u_src is None else u_src).view(batch, n_src * dim, length)
     weight = x_proj_weight.reshape(n_src, -1, dim)
     if batch > 1 and src.permute(1, 2, 0, 3).is_contiguous():  # batch-second: one GEMM a sequence, B*L long
-        rows = src.permute(1, 2, 0, 3).reshape(n_src, dim, batch * length)  # a view
-        x_dbl = torch.matmul(weight, rows).view(k, -1, batch, length).permute(2, 0, 1, 3)  # stored (K, R+2N, B, L)
+        x_dbl = torch.matmul(weight, batch_rows(src))  # (S, K/S * (R+2N), B*L); batch_rows(src) is a view
+        x_dbl = x_dbl.view(k, -1, batch, length).permute(2, 0, 1, 3)  # (B, K, R+2N, L) stored (K, R+2N, B, L)
     else:
         x_dbl = torch.matmul(weight, src).view(batch, k, -1, length)
     dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)  # (B, K, R | N | N, L) views

@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._layout import plane_strides
 from ..selective_scan import _through_custom_op
 from ..selective_scan.triton_scan import compute_dtype
 
@@ -125,24 +126,12 @@ def _config(planes: int, height: int, width: int) -> tuple[tuple[int], dict]:
     return grid, dict(n_th=n_th, n_tw=n_tw, n_planes=planes, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w)
 
 
-def _plane_strides(t: Tensor) -> tuple[int, ...] | None:
-    """The strides of t (..., H * W) in whole planes (rows of H * W contiguous elements) - its layout as the
-    kernels address it; None where a plane is not contiguous or does not start at a multiple of H * W."""
-    length = t.shape[-1]
-    if t.stride(-1) != 1 and length > 1:
-        return None
-    strides = [st if n > 1 else 0 for n, st in zip(t.shape[:-1], t.stride()[:-1], strict=True)]
-    if any(st % length for st in strides):
-        return None
-    return tuple(st // length for st in strides)
-
-
 def _planes(t: Tensor) -> tuple[Tensor, tuple[int, ...]]:
     """(t or a contiguous copy where its planes are not whole rows, its plane strides)."""
-    strides = _plane_strides(t)
+    strides = plane_strides(t)
     if strides is None:
         t = t.contiguous()
-        strides = _plane_strides(t)
+        strides = plane_strides(t)
     return t, strides
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._layout import empty
+from .._layout import batch_rows, empty
 from ..selective_scan import _through_custom_op, _triton_importable, _triton_interpreted
 
 __all__ = ["dt_projection"]
@@ -54,12 +54,6 @@ def _is_batch_second(dts: Tensor) -> bool:
     return dts.shape[0] > 1 and dts.shape[3] > 1 and dts.stride(3) == 1 and dts.stride(0) == dts.shape[3]
 
 
-def _rows(t: Tensor) -> Tensor:
-    """t (B, *C, L) -> (*C, B*L): a view where t is stored batch-second, else a copy."""
-    batch, length = t.shape[0], t.shape[-1]
-    return t.movedim(0, -2).reshape(*t.shape[1:-1], batch * length)
-
-
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
@@ -68,9 +62,9 @@ def _backward(ctx, dy):
     weight, dts = ctx.saved_tensors
     batch, k, rank, length = dts.shape
     if _is_batch_second(dts):  # K GEMMs over all B*L positions; ddts batch-second as dts
-        dy_rows = _rows(dy).view(k, weight.shape[1], batch * length)  # a view of a batch-second dy
+        dy_rows = batch_rows(dy).view(k, weight.shape[1], batch * length)  # a view of a batch-second dy
         ddts = torch.bmm(weight.to(dts.dtype).transpose(1, 2), dy_rows).view(k, rank, batch, length)
-        dweight = torch.bmm(dy_rows, _rows(dts).transpose(1, 2))  # (K, D, R)
+        dweight = torch.bmm(dy_rows, batch_rows(dts).transpose(1, 2))  # (K, D, R)
         return dweight.to(weight.dtype), ddts.permute(2, 0, 1, 3)
     dy = dy.reshape(batch, k, weight.shape[1], length)  # the custom op may get a non-contiguous dy
     ddts = torch.matmul(weight.to(dts.dtype).transpose(1, 2), dy)  # (B, K, R, L)
@@ -117,7 +111,7 @@ def dt_projection(weight: Tensor, dts: Tensor, backend: str = "auto") -> Tensor:
     batch, k, _, length = dts.shape
     if backend == "torch" or not _use_kernel(dts) or dts.numel() == 0 or weight.device != dts.device:
         if _is_batch_second(dts):  # K GEMMs over (B*L) positions, autograd's backward K GEMMs too
-            y = torch.matmul(weight, _rows(dts))  # (K, D, B*L)
+            y = torch.matmul(weight, batch_rows(dts))  # (K, D, B*L)
             return y.view(k * weight.shape[1], batch, length).transpose(0, 1)
         return torch.matmul(weight, dts).view(batch, k * weight.shape[1], length)
     if dts.stride(3) != 1:

@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._layout import empty
+from .._layout import empty, plane_strides
 from ..selective_scan.triton_scan import compute_dtype
 
 TILE = 1024  # outputs a program: 8 a thread at 4 warps (4096 spilled: 32 outputs x 9 taps in flight)
@@ -183,15 +183,14 @@ def dwconv_silu_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, save_pre: bo
         raise ValueError(f"dwconv_silu_fwd: sources must be 1 or 2, got {sources}")
     if sources == 1:
         y = torch.empty(batch, channels, height, width, device=x.device, dtype=x.dtype)
-        plane_strides = (channels, 0, 1)
     else:
         y = sources_empty(x, batch_second)
-        plane_strides = tuple(y.stride(i) // (height * width) for i in range(3))
+    y_planes = plane_strides(y.view(batch, sources, channels, height * width))  # (batch, source, channel)
     pre = torch.empty_like(x, memory_format=torch.contiguous_format) if save_pre else y.new_empty(0)
     block_p, block_h, block_w, n_hblocks, programs = _config(batch * channels, height, width)
     _dwconv_silu_fwd_kernel[(programs,)](
         x, weight, bias if bias is not None else weight, y, pre, batch * channels, channels, n_hblocks, x.stride(0),
-        x.stride(1), *plane_strides, width, height, height=height, width=width, K=weight.shape[-1],
+        x.stride(1), *y_planes, width, height, height=height, width=width, K=weight.shape[-1],
         HAS_BIAS=bias is not None, SAVE_PRE=save_pre, SOURCES=sources,
         ROW_VECTORS=_row_vectors(width, x.element_size()), BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_W=block_w, DT=DT,
         num_warps=4,
