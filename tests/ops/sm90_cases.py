@@ -72,8 +72,6 @@ def _stage_launches():
         def dt_projection(dim=dim, length=length):
             triton_projection.dt_projection_fwd(torch.empty(4, dim, 6, device=META),
                                                 torch.empty(128, 4, 6, length, device=META, dtype=bf16))
-            dts = torch.empty(4, 8, 128, length, device=META, dtype=bf16).permute(2, 0, 1, 3)[:, :, :6]
-            triton_projection.dt_projection_fwd(torch.empty(4, dim, 6, device=META), dts, batch_second=True)
 
         def cross_grid(dim=dim, side=side):
             x = torch.empty(128, dim, side, side, device=META, dtype=bf16)

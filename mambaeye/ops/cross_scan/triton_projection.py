@@ -13,15 +13,14 @@ only R = 6..48 long: 3x slower on an H100 (benchmarks/NOTES.md).
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._layout import empty
-
 
 @triton.jit
-def _dt_projection_kernel(w_ptr, x_ptr, y_ptr, dim, rank, length, n_lblocks, sx_b, sx_k, sx_r, sy_b, sy_c,
+def _dt_projection_kernel(w_ptr, x_ptr, y_ptr, dim, rank, length, n_lblocks, sx_b, sx_k, sx_r, sy_b,
                           BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr):
     pid = tl.program_id(0)
     k = tl.program_id(1)
@@ -37,7 +36,7 @@ def _dt_projection_kernel(w_ptr, x_ptr, y_ptr, dim, rank, length, n_lblocks, sx_
     x = tl.load(x_ptr + b * sx_b + k * sx_k + offs_r[:, None] * sx_r + offs_l[None, :],
                 mask=r_mask[:, None] & l_mask[None, :], other=0.0)  # (BR, BL)
     y = tl.dot(w, x)  # (BD, BL) float32
-    rows = (k * dim + offs_d).to(tl.int64) * sy_c
+    rows = (k * dim + offs_d).to(tl.int64) * length
     tl.store(y_ptr + b * sy_b + rows[:, None] + offs_l[None, :], y.to(y_ptr.dtype.element_ty),
              mask=d_mask[:, None] & l_mask[None, :])
 
@@ -48,17 +47,17 @@ def _config(length: int) -> tuple[int, int]:
     return (32, 256) if length >= 512 else (64, 64)
 
 
-def dt_projection_fwd(weight: Tensor, dts: Tensor, batch_second: bool = False) -> Tensor:
+def dt_projection_fwd(weight: Tensor, dts: Tensor) -> Tensor:
     """weight (K, D, R) contiguous, dts (B, K, R, L) float16/bfloat16 with L contiguous -> (B, K*D, L) in dts'
-    dtype, contiguous or with ``batch_second`` stored as (K*D, B, L)."""
+    dtype."""
     batch, k, rank, length = dts.shape
     dim = weight.shape[1]
-    y = empty((batch, k * dim, length), dtype=dts.dtype, device=dts.device, batch_second=batch_second)
+    y = torch.empty(batch, k * dim, length, device=dts.device, dtype=dts.dtype)
     block_d, block_l = _config(length)
     n_lblocks = triton.cdiv(length, block_l)
     grid = (triton.cdiv(dim, block_d) * n_lblocks, k, batch)
     _dt_projection_kernel[grid](
         weight, dts, y, dim, rank, length, n_lblocks, dts.stride(0), dts.stride(1), dts.stride(2), y.stride(0),
-        y.stride(1), BLOCK_D=block_d, BLOCK_L=block_l, BLOCK_R=max(16, triton.next_power_of_2(rank)), num_warps=4,
+        BLOCK_D=block_d, BLOCK_L=block_l, BLOCK_R=max(16, triton.next_power_of_2(rank)), num_warps=4,
     )
     return y
