@@ -275,3 +275,33 @@ def test_paired_scan_custom_op_passes_opcheck():
     D = torch.randn(groups * dim, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(groups * dim, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(_fwd, (u, delta, A, B, C, D, bias, True, True))
+
+
+@needs_triton_cpu
+def test_backward_fills_no_zeros_for_the_outputs_no_loss_reads():
+    """The conv's saved pre-activation and the scan's saved states are outputs of their autograd nodes that no loss
+    reads: their gradients must arrive as None, not as zero-filled tensors (a whole pass over the map at VMamba's
+    first stage): no ``aten::zeros`` directly under the two backward nodes (dB and dC's accumulators are
+    ``zeros_like`` by design; the tests' NaN-filled ``torch.empty`` shows as ``fill_``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from mambaeye.layers import SS2D
+    from mambaeye.ops._layout import to_batch_second
+
+    layer = SS2D(8, channel_first=True, backend="triton")
+    x = to_batch_second(torch.randn(2, 8, 6, 6)).requires_grad_(True)
+    y = layer(x)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        y.backward(torch.ones_like(y))
+    nodes = ("_DwConvSiluFunctionBackward", "_PairedScanFunctionBackward")
+    seen, fills = set(), []
+    for event in prof.events():
+        owner = event.cpu_parent
+        while owner is not None and owner.name not in nodes:
+            owner = owner.cpu_parent
+        if owner is not None:
+            seen.add(owner.name)
+            if event.name == "aten::zeros" and event.cpu_parent is owner:
+                fills.append((owner.name, event.name))
+    assert seen == set(nodes)
+    assert not fills, fills

@@ -114,6 +114,8 @@ def _backward(ctx, dout, _dstates, bwd=None):
     """``bwd``: the custom op (what torch.compile traces) or :func:`_bwd_impl` (eager). dout (B, P, 2, Du, L); where
     the two directions of each pair share it (stride 0 along the pair: the merge's backward), the scan reads one
     copy a pair."""
+    if dout is None:  # the output took no part in the loss (gradients not materialised as zeros)
+        return (None,) * 9
     u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
     if states.numel() == 0:
         raise RuntimeError("paired scan: the forward ran without saving its states (no input required grad)")
@@ -134,6 +136,7 @@ class _PairedScanFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *inputs):
+        ctx.set_materialize_grads(False)  # the saved states' gradient arrives as None, not as a zero-filled tensor
         output = _fwd_impl(*inputs)
         _setup_context(ctx, inputs, output)
         ctx.mark_non_differentiable(output[1])

@@ -99,6 +99,8 @@ def _backward(ctx, dy, _dpre=None, bwd=None, dy2=None):
     (the gradient of the output's second consumer, see :func:`depthwise_conv2d_silu`'s ``consumers``) that sum
     too - then one kernel for the convolution's gradients (:func:`.triton_dwconv.dwconv_bwd`). ``bwd``: the custom
     op (what torch.compile traces) or :func:`_bwd_impl` (eager)."""
+    if dy is None and dy2 is None:  # no output took part in the loss (gradients not materialised as zeros)
+        return None, None, None, None, None, None
     x, weight, bias, pre = ctx.saved_tensors
     if pre.numel() == 0:
         pre = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype) if ctx.has_bias else None,
@@ -131,6 +133,7 @@ class _DwConvSiluFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, save_pre, sources, batch_second, consumers):
         from .triton_dwconv import dwconv_silu_fwd
 
+        ctx.set_materialize_grads(False)  # pre's gradient arrives as None, not as a zero-filled map (a whole pass)
         y, pre = dwconv_silu_fwd(x, weight, bias, save_pre, sources, batch_second)
         _setup_context(ctx, (x, weight, bias, save_pre, sources, batch_second), (y, pre))
         ctx.mark_non_differentiable(pre)
