@@ -61,7 +61,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     weight, dts = ctx.saved_tensors
-    batch, k, rank, length = dts.shape
+    batch, k, _, length = dts.shape
     dy = dy.reshape(batch, k, weight.shape[1], length)  # the custom op may get a non-contiguous dy
     ddts = torch.matmul(weight.to(dts.dtype).transpose(1, 2), dy)  # (B, K, R, L)
     dweight = torch.matmul(dy, dts.transpose(2, 3)).sum(0, dtype=torch.float32)  # (K, D, R)
